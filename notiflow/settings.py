@@ -1,0 +1,212 @@
+"""Typed settings, read from environment variables (and an optional ``.env`` file).
+
+Every knob notiflow has is a field here: this class is the configuration reference.
+``docs/configuration.md`` is generated from it (``notiflow config --markdown``) and a test
+fails when the two drift. Variables use the ``NOTIFLOW_`` prefix, except the three service
+locations that deployments conventionally set without one: ``KAFKA_BOOTSTRAP_SERVERS``,
+``CLICKHOUSE_URL`` and ``REDIS_URL``.
+
+Any librdkafka property can be passed through as ``NOTIFLOW_KAFKA_OPT_<NAME>`` where the
+name is the property with dots replaced by underscores (``NOTIFLOW_KAFKA_OPT_SASL_MECHANISMS
+=PLAIN`` sets ``sasl.mechanisms``), or from a Java-style properties file named by
+``NOTIFLOW_KAFKA_CONFIG_FILE``.
+"""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+KAFKA_OPTION_PREFIX = "NOTIFLOW_KAFKA_OPT_"
+
+
+class StartOffset(StrEnum):
+    """Where a flow starts reading a partition that has no recovery snapshot."""
+
+    EARLIEST = "earliest"
+    LATEST = "latest"
+
+
+class LogFormat(StrEnum):
+    JSON = "json"
+    TEXT = "text"
+
+
+def _env(name: str) -> AliasChoices:
+    """Accept both ``NAME`` and ``NOTIFLOW_NAME``."""
+    return AliasChoices(name, f"NOTIFLOW_{name}")
+
+
+class Settings(BaseSettings):
+    """All notiflow configuration. Field descriptions double as the documentation."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="NOTIFLOW_", env_file=".env", extra="ignore", populate_by_name=True
+    )
+
+    # --- Kafka -------------------------------------------------------------------------
+    kafka_bootstrap_servers: str | None = Field(
+        None,
+        validation_alias=_env("KAFKA_BOOTSTRAP_SERVERS"),
+        description="Kafka bootstrap servers. Unset: start the embedded Tansu broker.",
+    )
+    kafka_config_file: Path | None = Field(
+        None, description="Properties file (key=value lines) of extra librdkafka settings."
+    )
+    topic_prefix: str = Field("", description="Prefix for every topic name, e.g. 'prod.'.")
+    partitions: int = Field(4, ge=1, description="Partitions for topics notiflow creates.")
+    replication_factor: int = Field(1, ge=1, description="Replication for created topics.")
+    create_topics: bool = Field(True, description="Create missing topics at start-up.")
+    start_offset: StartOffset = Field(
+        StartOffset.EARLIEST,
+        description="Where to start a partition with no recovery snapshot.",
+    )
+    source_batch_size: int = Field(1000, ge=1, description="Max records per source poll.")
+    max_request_bytes: int = Field(
+        64 * 1024, ge=256, description="Requests larger than this go to the DLQ."
+    )
+    producer_linger_ms: int = Field(5, ge=0, description="librdkafka linger.ms for outputs.")
+
+    # --- Engine --------------------------------------------------------------------------
+    processes: int = Field(1, ge=1, description="Orchestration processes (bytewax -i/-a).")
+    cluster_base_port: int = Field(
+        0, ge=0, description="First port for bytewax inter-process links (0: pick free)."
+    )
+    recovery_dir: Path | None = Field(
+        None, description="Enable bytewax recovery with SQLite partitions in this directory."
+    )
+    snapshot_interval_seconds: float = Field(10.0, gt=0, description="Recovery snapshot interval.")
+    data_dir: Path = Field(Path(".notiflow"), description="Where embedded state is kept.")
+    dedup_window_seconds: float = Field(
+        24 * 3600, gt=0, description="How long a request id is remembered for idempotency."
+    )
+    templates_dir: Path | None = Field(
+        None, description="Directory of '<template>.<channel>.txt' files (default: built-in)."
+    )
+
+    # --- Delivery ------------------------------------------------------------------------
+    delivery_max_attempts: int = Field(3, ge=1, description="Attempts per delivery.")
+    retry_base_delay_seconds: float = Field(0.2, ge=0, description="First retry backoff.")
+    retry_max_delay_seconds: float = Field(5.0, ge=0, description="Backoff cap per retry.")
+    delivery_concurrency: int = Field(64, ge=1, description="Concurrent sends per process.")
+
+    smtp_host: str = Field("127.0.0.1", description="SMTP server host.")
+    smtp_port: int = Field(1025, description="SMTP server port.")
+    smtp_username: str | None = Field(None, description="SMTP AUTH user.")
+    smtp_password: str | None = Field(None, description="SMTP AUTH password.")
+    smtp_starttls: bool = Field(False, description="Upgrade with STARTTLS.")
+    smtp_use_tls: bool = Field(False, description="Implicit TLS (port 465 style).")
+    smtp_validate_certs: bool = Field(True, description="Verify the SMTP server certificate.")
+    smtp_from: str = Field("notiflow <noreply@notiflow.local>", description="Envelope sender.")
+    smtp_pool_size: int = Field(8, ge=1, description="Pooled SMTP connections per process.")
+    smtp_timeout_seconds: float = Field(15.0, gt=0, description="SMTP operation timeout.")
+
+    webhook_timeout_seconds: float = Field(10.0, gt=0, description="Webhook request timeout.")
+    webhook_secret: str = Field(
+        "whsec_bm90aWZsb3ctZGV2LXNlY3JldA==",
+        description="Standard Webhooks signing secret ('whsec_' + base64).",
+    )
+
+    # --- Analytics -----------------------------------------------------------------------
+    clickhouse_url: str | None = Field(
+        None,
+        validation_alias=_env("CLICKHOUSE_URL"),
+        description="ClickHouse DSN, e.g. http://user:pass@host:8123/db. Unset: embedded chDB.",
+    )
+    clickhouse_database: str = Field("notiflow", description="ClickHouse database.")
+    analytics_batch_size: int = Field(10_000, ge=1, description="Max events per insert.")
+    analytics_flush_seconds: float = Field(0.5, gt=0, description="Max wait before an insert.")
+
+    # --- Redis (rate limits, ledger, in-app, profiles) -----------------------------------
+    redis_url: str | None = Field(
+        None, validation_alias=_env("REDIS_URL"), description="Redis URL (later features)."
+    )
+
+    # --- Operations ----------------------------------------------------------------------
+    metrics_host: str = Field("127.0.0.1", description="Bind address of /metrics and /healthz.")
+    metrics_port: int = Field(
+        9400, ge=0, description="Port of the first process; process N uses port+N. 0: off."
+    )
+    log_level: str = Field("INFO", description="Python log level.")
+    log_format: LogFormat = Field(LogFormat.JSON, description="json (structured) or text.")
+
+    # --- derived -----------------------------------------------------------------------------
+    def topic(self, name: str) -> str:
+        """Full topic name for ``requests``, ``events`` or ``dlq``."""
+        return f"{self.topic_prefix}notifications.{name}"
+
+    @property
+    def requests_topic(self) -> str:
+        return self.topic("requests")
+
+    @property
+    def events_topic(self) -> str:
+        return self.topic("events")
+
+    @property
+    def dlq_topic(self) -> str:
+        return self.topic("dlq")
+
+    @property
+    def clickhouse_dsn(self) -> str:
+        """The configured server DSN, or the embedded chDB path under ``data_dir``."""
+        if self.clickhouse_url:
+            return self.clickhouse_url
+        return f"chdb://{(self.data_dir / 'clickhouse').resolve()}"
+
+    def kafka_config(self, **overrides: str | int | bool) -> dict[str, str | int | bool]:
+        """librdkafka configuration: bootstrap + config file + pass-through env + overrides."""
+        config: dict[str, str | int | bool] = {}
+        if self.kafka_bootstrap_servers:
+            config["bootstrap.servers"] = self.kafka_bootstrap_servers
+        if self.kafka_config_file:
+            config.update(read_properties(self.kafka_config_file))
+        config.update(kafka_options_from_env(os.environ))
+        config.update(overrides)
+        return config
+
+
+def read_properties(path: Path) -> dict[str, str]:
+    """Parse a Java-style ``key=value`` properties file (``#`` comments)."""
+    options: dict[str, str] = {}
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", "!")):
+            continue
+        key, sep, value = line.partition("=")
+        if not sep:
+            raise ValueError(f"{path}: expected key=value, got {raw!r}")
+        options[key.strip()] = value.strip()
+    return options
+
+
+def kafka_options_from_env(environ: dict[str, str] | os._Environ[str]) -> dict[str, str]:
+    """``NOTIFLOW_KAFKA_OPT_SASL_MECHANISMS=PLAIN`` → ``{"sasl.mechanisms": "PLAIN"}``."""
+    return {
+        key[len(KAFKA_OPTION_PREFIX) :].lower().replace("_", "."): value
+        for key, value in environ.items()
+        if key.startswith(KAFKA_OPTION_PREFIX)
+    }
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Process-wide settings, read once from the environment."""
+    return Settings()
+
+
+def env_names() -> set[str]:
+    """Every environment variable name the settings accept (for checking deploy files)."""
+    names: set[str] = set()
+    for name, field in Settings.model_fields.items():
+        alias = field.validation_alias
+        if isinstance(alias, AliasChoices):
+            names.update(str(choice) for choice in alias.choices)
+        else:
+            names.add(f"NOTIFLOW_{name.upper()}")
+    return names

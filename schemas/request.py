@@ -1,0 +1,107 @@
+"""``NotificationRequest``: what producers write to the ingest topic (one JSON object)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+SCHEMA_VERSION = 1
+
+Identifier = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+EmailAddress = Annotated[
+    str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=320)
+]
+PhoneNumber = Annotated[str, StringConstraints(pattern=r"^\+[1-9]\d{6,14}$")]  # E.164
+HttpUrl = Annotated[str, StringConstraints(pattern=r"^https?://\S+$", max_length=2048)]
+
+
+class Channel(StrEnum):
+    EMAIL = "email"
+    SMS = "sms"
+    PUSH = "push"
+    IN_APP = "in_app"
+    WEBHOOK = "webhook"
+    VOICE = "voice"
+
+
+class Priority(StrEnum):
+    CRITICAL = "critical"
+    HIGH = "high"
+    NORMAL = "normal"
+    LOW = "low"
+
+
+class PushToken(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    platform: Literal["fcm", "apns", "webpush"]
+    token: Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+
+
+class Recipient(BaseModel):
+    """Who receives it: a user id plus any direct addresses the producer already knows."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: Identifier
+    email: EmailAddress | None = None
+    phone: PhoneNumber | None = None
+    push_tokens: list[PushToken] = Field(default_factory=list, max_length=32)
+    webhook_url: HttpUrl | None = None
+    locale: str | None = Field(None, max_length=35)
+    timezone: str | None = Field(None, max_length=64)
+
+
+class ChannelContent(BaseModel):
+    """Rendered (or ``$placeholder``) content for one channel."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    subject: str | None = Field(None, max_length=998)
+    body: str = Field("", max_length=32_768)
+    html: str | None = Field(None, max_length=65_536)
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class NotificationRequest(BaseModel):
+    """One notification for one user, as produced to ``notifications.requests``.
+
+    Either ``content`` (per channel) or ``template`` (+ ``data``) is required. ``id`` is
+    the idempotency key: a repeat of an accepted id is reported ``deduplicated`` and not
+    sent again. Without ``id`` one is derived from the record's topic/partition/offset (so
+    a replay keeps it) and reported on the ``accepted`` event.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    id: Identifier | None = None
+    tenant_id: Identifier
+    recipient: Recipient
+    category: Annotated[str, StringConstraints(min_length=1, max_length=128)] = "default"
+    priority: Priority = Priority.NORMAL
+    channels: list[Channel] | None = Field(None, min_length=1, max_length=6)
+    content: dict[Channel, ChannelContent] | None = None
+    template: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,128}$")] | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+    dedup_key: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = None
+    send_at: AwareDatetime | None = None
+    expires_at: AwareDatetime | None = None
+    created_at: AwareDatetime | None = None
+    metadata: dict[str, str] = Field(default_factory=dict, max_length=64)
+
+    @model_validator(mode="after")
+    def _content_or_template(self) -> NotificationRequest:
+        if not self.content and not self.template:
+            raise ValueError("either 'content' or 'template' is required")
+        if self.send_at and self.expires_at and self.expires_at <= self.send_at:
+            raise ValueError("'expires_at' must be after 'send_at'")
+        return self
+
+
+def utc_iso(moment: datetime) -> str:
+    """ISO-8601 with a ``Z`` suffix, millisecond precision (the wire format for times)."""
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
