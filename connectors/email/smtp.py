@@ -1,0 +1,292 @@
+"""Email over SMTP through a small pool of persistent ``aiosmtplib`` connections.
+
+Each send borrows one connection, runs MAIL/RCPT/DATA on it and gives it back; there is no
+NOOP before use. A pooled connection the server closed while idle is noticed at MAIL (before
+anything is committed) and replaced once, transparently. SMTP replies are classified by
+code: 4xx (and timeouts, resets) are retryable, 5xx are permanent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import email.policy
+import email.utils
+import hashlib
+import logging
+import re
+import socket
+from email.message import EmailMessage
+from typing import TYPE_CHECKING, ClassVar
+from urllib.parse import quote
+
+import aiosmtplib
+from aiosmtplib.email import flatten_message
+
+from connectors.base import (
+    Connector,
+    ConnectorError,
+    Delivery,
+    InvalidRequest,
+    PermanentError,
+    RetryableError,
+    SendResult,
+)
+
+if TYPE_CHECKING:
+    from notiflow.settings import Settings
+
+__all__ = ["SmtpConnector"]
+
+log = logging.getLogger(__name__)
+
+_SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+#: Non-ASCII bodies become quoted-printable/base64, so any server takes them without 8BITMIME.
+_POLICY = email.policy.SMTP.clone(cte_type="7bit")
+
+
+class SmtpConnector(Connector):
+    """Send each delivery as one MIME message to one recipient (``delivery.address``)."""
+
+    channel: ClassVar[str] = "email"
+    provider: ClassVar[str] = "smtp"
+
+    DEFAULT_POOL_SIZE: ClassVar[int] = 8
+    DEFAULT_TIMEOUT_S: ClassVar[float] = 15.0
+    QUIT_TIMEOUT_S: ClassVar[float] = 2.0
+    SUBJECT_FALLBACK_CHARS: ClassVar[int] = 78
+    #: A reused connection that fails at MAIL with one of these is replaced and MAIL retried.
+    STALE_CODES: ClassVar[frozenset[int]] = frozenset({421})
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 1025,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        starttls: bool = False,
+        use_tls: bool = False,
+        validate_certs: bool = True,
+        sender: str = "notiflow <noreply@notiflow.local>",
+        pool_size: int = DEFAULT_POOL_SIZE,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        local_hostname: str | None = None,
+    ) -> None:
+        if starttls and use_tls:
+            raise ValueError("starttls and use_tls are mutually exclusive")
+        if pool_size < 1:
+            raise ValueError("pool_size must be at least 1")
+        if timeout <= 0:
+            raise ValueError("timeout must be positive")
+        if password is not None and username is None:
+            raise ValueError("password given without username")
+        _, sender_address = email.utils.parseaddr(sender)
+        if "@" not in sender_address:
+            raise ValueError(f"sender must contain an email address, got {sender!r}")
+        self.host, self.port = host, port
+        self.username, self.password = username, password
+        self.starttls, self.use_tls, self.validate_certs = starttls, use_tls, validate_certs
+        self.sender, self.sender_address = sender, sender_address
+        self.domain = sender_address.rpartition("@")[2]
+        self.pool_size, self.timeout = pool_size, timeout
+        self.local_hostname = local_hostname
+        #: Connections opened over the connector's life (reconnects included).
+        self.connections_opened = 0
+        #: Pooled connections found closed by the server at MAIL and replaced.
+        self.stale_reconnects = 0
+        self._idle: list[aiosmtplib.SMTP] = []
+        self._slots = asyncio.Semaphore(pool_size)
+        self._closed = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SmtpConnector:
+        return cls(
+            settings.smtp_host,
+            settings.smtp_port,
+            username=settings.smtp_username,
+            password=settings.smtp_password,
+            starttls=settings.smtp_starttls,
+            use_tls=settings.smtp_use_tls,
+            validate_certs=settings.smtp_validate_certs,
+            sender=settings.smtp_from,
+            pool_size=settings.smtp_pool_size,
+            timeout=settings.smtp_timeout_seconds,
+        )
+
+    async def open(self) -> None:
+        """Connections are opened on first use; this only resolves the EHLO name once."""
+        self._closed = False
+        if self.local_hostname is None:
+            self.local_hostname = await asyncio.to_thread(socket.getfqdn)
+
+    async def close(self) -> None:
+        """QUIT idle connections; connections in use are closed when they are given back."""
+        self._closed = True
+        idle, self._idle = self._idle, []
+        for client in idle:
+            with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
+                await asyncio.wait_for(client.quit(), self.QUIT_TIMEOUT_S)
+            client.close()
+
+    async def send(self, delivery: Delivery) -> SendResult:
+        message, message_id = self.build_message(delivery)
+        recipient = email.utils.parseaddr(delivery.address)[1]
+        utf8 = not (recipient.isascii() and self.sender_address.isascii())
+        raw = flatten_message(message, utf8=utf8, cte_type="7bit")
+        async with self._slots:
+            client = self._idle.pop() if self._idle else self._new_client()
+            healthy = False
+            try:
+                reply = await self._transact(client, recipient, raw, utf8)
+                healthy = True
+            except aiosmtplib.SMTPResponseException as error:
+                healthy = await self._reset(client)
+                raise self._translate(error) from error
+            except (aiosmtplib.SMTPException, OSError, TimeoutError) as error:
+                raise self._translate(error) from error
+            finally:
+                if healthy and client.is_connected and not self._closed:
+                    self._idle.append(client)
+                else:
+                    client.close()
+        return SendResult(provider_message_id=message_id, detail={"smtp_reply": reply})
+
+    def build_message(self, delivery: Delivery) -> tuple[EmailMessage, str]:
+        """The MIME message for ``delivery`` and its Message-ID (stable across retries)."""
+        _, recipient = email.utils.parseaddr(delivery.address)
+        if "@" not in recipient:
+            raise InvalidRequest(f"invalid_address: {delivery.address!r}")
+        message_id = self._message_id(delivery, recipient)
+        message = EmailMessage(policy=_POLICY)
+        try:
+            message["From"] = self.sender
+            message["To"] = delivery.address
+            message["Subject"] = delivery.subject or self._fallback_subject(delivery.body)
+            message["Message-ID"] = message_id
+            message["Date"] = email.utils.format_datetime(dt.datetime.now(dt.UTC))
+            message["X-Notiflow-Notification-Id"] = delivery.notification_id
+            if delivery.category != "transactional":
+                self._add_unsubscribe(message, delivery)
+            message.set_content(delivery.body)
+            if delivery.html:
+                message.add_alternative(delivery.html, subtype="html")
+        except (ValueError, TypeError) as error:  # e.g. CR/LF in a header value
+            raise InvalidRequest(f"invalid_message: {error}") from error
+        return message, message_id
+
+    # --- internals -----------------------------------------------------------------------
+    def _new_client(self) -> aiosmtplib.SMTP:
+        return aiosmtplib.SMTP(
+            hostname=self.host,
+            port=self.port,
+            username=self.username,
+            password=self.password,
+            use_tls=self.use_tls,
+            start_tls=self.starttls,  # False means never upgrade, even when offered
+            validate_certs=self.validate_certs,
+            timeout=self.timeout,
+            local_hostname=self.local_hostname,
+        )
+
+    async def _connect(self, client: aiosmtplib.SMTP) -> None:
+        await client.connect()
+        self.connections_opened += 1
+        if client.is_ehlo_or_helo_needed:
+            await client.ehlo()
+
+    async def _transact(
+        self, client: aiosmtplib.SMTP, recipient: str, raw: bytes, utf8: bool
+    ) -> str:
+        """MAIL, RCPT, DATA on ``client``; returns the server's reply to DATA."""
+        reused = client.is_connected
+        if not reused:
+            await self._connect(client)
+        try:
+            await self._mail(client, len(raw), utf8)
+        except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPSenderRefused) as error:
+            stale = isinstance(error, aiosmtplib.SMTPServerDisconnected) or (
+                error.code in self.STALE_CODES
+            )
+            if not (reused and stale):
+                raise
+            log.debug("smtp: pooled connection to %s went stale, reconnecting", self.host)
+            self.stale_reconnects += 1
+            client.close()
+            await self._connect(client)
+            await self._mail(client, len(raw), utf8)
+        encoding = "utf-8" if utf8 else "ascii"
+        await client.rcpt(recipient, encoding=encoding)
+        return (await client.data(raw)).message  # raises SMTPDataError unless 250
+
+    async def _mail(self, client: aiosmtplib.SMTP, size: int, utf8: bool) -> None:
+        options = [f"SIZE={size}"] if client.supports_extension("size") else []
+        if utf8:
+            if not client.supports_extension("smtputf8"):
+                raise aiosmtplib.SMTPNotSupported("non-ASCII address but no SMTPUTF8 support")
+            options.append("SMTPUTF8")
+        await client.mail(
+            self.sender_address, options=options, encoding="utf-8" if utf8 else "ascii"
+        )
+
+    @staticmethod
+    async def _reset(client: aiosmtplib.SMTP) -> bool:
+        """RSET after a refused command so the connection can be reused; False if it can't."""
+        if not client.is_connected:
+            return False
+        try:
+            return (await client.rset()).code == 250
+        except (aiosmtplib.SMTPException, OSError, TimeoutError):
+            return False
+
+    @staticmethod
+    def _translate(error: Exception) -> ConnectorError:
+        """aiosmtplib/OS errors → RetryableError (4xx, transport) or PermanentError (5xx)."""
+        if isinstance(error, aiosmtplib.SMTPRecipientsRefused) and error.recipients:
+            error = error.recipients[0]
+        if isinstance(error, aiosmtplib.SMTPTimeoutError | TimeoutError):
+            return RetryableError(f"smtp_timeout: {error}")
+        if isinstance(error, aiosmtplib.SMTPResponseException):
+            stage = {
+                aiosmtplib.SMTPRecipientRefused: "recipient_refused",
+                aiosmtplib.SMTPSenderRefused: "sender_refused",
+                aiosmtplib.SMTPDataError: "data_refused",
+                aiosmtplib.SMTPAuthenticationError: "auth_failed",
+            }.get(type(error), "smtp_error")
+            reason = f"{stage}: {error.code} {error.message}".strip()
+            if 500 <= error.code < 600:
+                return PermanentError(reason, status=error.code)
+            return RetryableError(reason, status=error.code if error.code > 0 else None)
+        if isinstance(error, aiosmtplib.SMTPNotSupported):
+            return PermanentError(f"smtp_not_supported: {error}")
+        if isinstance(error, ValueError):
+            return InvalidRequest(f"invalid_address: {error}")
+        return RetryableError(f"smtp_connection: {type(error).__name__}: {error}")
+
+    def _message_id(self, delivery: Delivery, recipient: str) -> str:
+        digest = hashlib.sha256(f"{delivery.notification_id}\0{recipient}".encode()).hexdigest()
+        nid = delivery.notification_id
+        token = f"{nid}.{digest[:12]}" if _SAFE_ID.match(nid) else digest[:32]
+        return f"<{token}@{self.domain}>"
+
+    def _add_unsubscribe(self, message: EmailMessage, delivery: Delivery) -> None:
+        """RFC 2369 List-Unsubscribe; RFC 8058 one-click only with an HTTPS URL."""
+        mailto = (
+            f"mailto:unsubscribe@{self.domain}"
+            f"?subject=unsubscribe%20{quote(delivery.notification_id, safe='')}"
+        )
+        url = delivery.metadata.get("unsubscribe_url")
+        if url:
+            message["List-Unsubscribe"] = f"<{url}>, <{mailto}>"
+            if url.lower().startswith("https://"):
+                message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+        else:
+            message["List-Unsubscribe"] = f"<{mailto}>"
+
+    def _fallback_subject(self, body: str) -> str:
+        first_line = body.strip().splitlines()[0] if body.strip() else "Notification"
+        return first_line[: self.SUBJECT_FALLBACK_CHARS]
+
+    def __repr__(self) -> str:
+        return f"SmtpConnector({self.host}:{self.port}, pool_size={self.pool_size})"

@@ -1,0 +1,270 @@
+"""Webhooks signed per the Standard Webhooks spec (https://www.standardwebhooks.com).
+
+One JSON POST per delivery to ``delivery.address`` over a shared aiohttp session. Headers:
+``webhook-id`` (stable across retries, so receivers can de-duplicate), ``webhook-timestamp``
+(unix seconds) and ``webhook-signature: v1,<base64 HMAC-SHA256>`` over ``{id}.{ts}.{body}``.
+``sign`` and ``verify`` are the receiver-side half, for tests and users alike.
+
+Redirects are not followed (a 3xx is a misconfigured endpoint: PermanentError).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import email.utils
+import hashlib
+import hmac
+import logging
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, ClassVar
+
+import aiohttp
+import orjson
+from yarl import URL
+
+from connectors.base import (
+    Connector,
+    Delivery,
+    InvalidRequest,
+    PermanentError,
+    RetryableError,
+    SendResult,
+)
+
+if TYPE_CHECKING:
+    from notiflow.settings import Settings
+
+__all__ = ["WebhookConnector", "parse_retry_after", "sign", "verify"]
+
+log = logging.getLogger(__name__)
+
+SECRET_PREFIX = "whsec_"
+SIGNATURE_VERSION = "v1"
+
+
+def _secret_key(secret: str | bytes) -> bytes:
+    """HMAC key of a ``whsec_<base64>`` secret (raw bytes are used as they are)."""
+    if isinstance(secret, bytes):
+        return secret
+    encoded = secret.removeprefix(SECRET_PREFIX)
+    try:
+        return base64.b64decode(encoded, validate=True)
+    except binascii.Error as error:
+        raise ValueError("webhook secret must be 'whsec_' + base64") from error
+
+
+def sign(secret: str | bytes, msg_id: str, timestamp: int, body: bytes | str) -> str:
+    """The ``webhook-signature`` value: ``v1,<base64(HMAC-SHA256(key, id.ts.body))>``."""
+    payload = body.encode() if isinstance(body, str) else body
+    signed = f"{msg_id}.{timestamp}.".encode() + payload
+    digest = hmac.new(_secret_key(secret), signed, hashlib.sha256).digest()
+    return f"{SIGNATURE_VERSION},{base64.b64encode(digest).decode()}"
+
+
+def verify(
+    secret: str | bytes,
+    headers: Mapping[str, str],
+    body: bytes | str,
+    tolerance_s: float = 300,
+    *,
+    now: float | None = None,
+) -> bool:
+    """True when one of the ``v1`` signatures matches and the timestamp is within tolerance."""
+    lowered = {key.lower(): value for key, value in headers.items()}
+    msg_id = lowered.get("webhook-id")
+    raw_timestamp = lowered.get("webhook-timestamp", "")
+    signatures = lowered.get("webhook-signature", "")
+    if not msg_id or not raw_timestamp.isdigit() or not signatures:
+        return False
+    timestamp = int(raw_timestamp)
+    if abs((time.time() if now is None else now) - timestamp) > tolerance_s:
+        return False
+    expected = sign(secret, msg_id, timestamp, body).encode()
+    # Several space-separated signatures are allowed (secret rotation): any may match.
+    return any(
+        hmac.compare_digest(expected, candidate.encode())
+        for candidate in signatures.split()
+        if candidate.startswith(f"{SIGNATURE_VERSION},")
+    )
+
+
+def parse_retry_after(value: str | None, *, now: dt.datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return max(0.0, (when - (now or dt.datetime.now(dt.UTC))).total_seconds())
+
+
+class WebhookConnector(Connector):
+    """POST a signed JSON notification to the URL in ``delivery.address``.
+
+    Safe to share across tasks on one event loop; ``max_connections`` caps open sockets.
+    """
+
+    channel: ClassVar[str] = "webhook"
+    provider: ClassVar[str] = "webhook"
+
+    DEFAULT_TIMEOUT_S: ClassVar[float] = 10.0
+    DEFAULT_MAX_CONNECTIONS: ClassVar[int] = 100
+    USER_AGENT: ClassVar[str] = "notiflow-webhook/0.1"
+    ERROR_EXCERPT_CHARS: ClassVar[int] = 200
+    RETRYABLE_STATUSES: ClassVar[frozenset[int]] = frozenset({408, 425, 429})
+
+    def __init__(
+        self,
+        secret: str,
+        *,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        user_agent: str = USER_AGENT,
+    ) -> None:
+        _secret_key(secret)  # fail fast on a malformed secret
+        if timeout <= 0:
+            raise ValueError("timeout must be positive")
+        if max_connections < 1:
+            raise ValueError("max_connections must be at least 1")
+        self.secret = secret
+        self.timeout = timeout
+        self.max_connections = max_connections
+        self.user_agent = user_agent
+        self._session: aiohttp.ClientSession | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> WebhookConnector:
+        return cls(
+            settings.webhook_secret,
+            timeout=settings.webhook_timeout_seconds,
+            max_connections=max(settings.delivery_concurrency, 1),
+        )
+
+    async def open(self) -> None:
+        if self._session is not None and not self._session.closed:
+            return
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=self.max_connections),
+            timeout=aiohttp.ClientTimeout(total=self.timeout),
+            headers={"User-Agent": self.user_agent},
+            raise_for_status=False,
+        )
+
+    async def close(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+    @staticmethod
+    def message_id(delivery: Delivery) -> str:
+        """The ``webhook-id``: the same for every attempt of one delivery."""
+        return f"{delivery.notification_id}.{delivery.channel}"
+
+    @staticmethod
+    def payload(delivery: Delivery) -> bytes:
+        """The JSON body sent (and signed) for ``delivery``."""
+        try:
+            return orjson.dumps(
+                {
+                    "type": "notification",
+                    "id": delivery.notification_id,
+                    "tenant_id": delivery.tenant_id,
+                    "user_id": delivery.user_id,
+                    "category": delivery.category,
+                    "subject": delivery.subject,
+                    "body": delivery.body,
+                    "data": delivery.data,
+                    "metadata": delivery.metadata,
+                },
+                option=orjson.OPT_NON_STR_KEYS,
+            )
+        except TypeError as error:  # orjson.JSONEncodeError subclasses TypeError
+            raise InvalidRequest(f"unserializable_payload: {error}") from error
+
+    def signed_headers(
+        self, msg_id: str, body: bytes, timestamp: int | None = None
+    ) -> dict[str, str]:
+        ts = int(time.time()) if timestamp is None else timestamp
+        return {
+            "Content-Type": "application/json",
+            "webhook-id": msg_id,
+            "webhook-timestamp": str(ts),
+            "webhook-signature": sign(self.secret, msg_id, ts, body),
+        }
+
+    async def send(self, delivery: Delivery) -> SendResult:
+        url = self._target(delivery.address)
+        body = self.payload(delivery)
+        msg_id = self.message_id(delivery)
+        if self._session is None or self._session.closed:
+            await self.open()
+        session = self._session
+        if session is None:  # pragma: no cover - open() always sets it
+            raise RetryableError("session_unavailable")
+        try:
+            async with session.post(
+                url, data=body, headers=self.signed_headers(msg_id, body), allow_redirects=False
+            ) as response:
+                status = response.status
+                if 200 <= status < 300:
+                    await response.read()  # drain so the connection is reused
+                    return SendResult(provider_message_id=msg_id, detail={"status": status})
+                excerpt = await self._excerpt(response)
+                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        except (TimeoutError, aiohttp.ServerTimeoutError) as error:
+            raise RetryableError(f"timeout after {self.timeout}s") from error
+        except aiohttp.InvalidURL as error:
+            raise InvalidRequest(f"invalid_url: {error}") from error
+        except aiohttp.ClientConnectorError as error:
+            raise RetryableError(f"connect_error: {error.os_error or error}") from error
+        except aiohttp.ServerDisconnectedError as error:
+            raise RetryableError("server_disconnected") from error
+        except aiohttp.ClientResponseError as error:  # malformed status line / headers
+            raise RetryableError(
+                f"invalid_response: {error.message}", status=error.status
+            ) from error
+        except (aiohttp.ClientError, OSError) as error:
+            raise RetryableError(f"transport_error: {type(error).__name__}: {error}") from error
+        raise self._classify(status, excerpt, retry_after)
+
+    # --- internals -----------------------------------------------------------------------
+    @staticmethod
+    def _target(address: str) -> URL:
+        try:
+            url = URL(address)
+        except (TypeError, ValueError) as error:
+            raise InvalidRequest(f"invalid_url: {address!r}") from error
+        if url.scheme not in ("http", "https") or not url.host:
+            raise InvalidRequest(f"invalid_url: {address!r} (need http(s)://host/...)")
+        return url
+
+    async def _excerpt(self, response: aiohttp.ClientResponse) -> str:
+        try:
+            raw = await response.content.read(self.ERROR_EXCERPT_CHARS * 4)
+        except (TimeoutError, aiohttp.ClientError, OSError):
+            return ""
+        text = raw.decode("utf-8", errors="replace")
+        return " ".join(text.split())[: self.ERROR_EXCERPT_CHARS]
+
+    @classmethod
+    def _classify(cls, status: int, excerpt: str, retry_after: float | None) -> Exception:
+        reason = f"http_{status}: {excerpt}" if excerpt else f"http_{status}"
+        if status in cls.RETRYABLE_STATUSES or status >= 500:
+            return RetryableError(reason, status=status, retry_after=retry_after)
+        if 300 <= status < 400:
+            return PermanentError(f"{reason} (redirects are not followed)", status=status)
+        return PermanentError(reason, status=status)
+
+    def __repr__(self) -> str:
+        return f"WebhookConnector(timeout={self.timeout}, max_connections={self.max_connections})"

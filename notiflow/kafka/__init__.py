@@ -1,0 +1,1 @@
+"""Kafka plumbing: embedded broker, topic admin, and our own Bytewax source and sink."""

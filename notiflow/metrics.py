@@ -1,0 +1,45 @@
+"""Every Prometheus metric notiflow exports, defined in one place."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+REQUESTS = Counter(
+    "notiflow_requests_total", "Requests read from the ingest topic, by result", ["result"]
+)
+OUTCOMES = Counter(
+    "notiflow_outcomes_total",
+    "Delivery events emitted, by channel and status",
+    ["channel", "status"],
+)
+DLQ_MESSAGES = Counter("notiflow_dlq_messages_total", "Messages sent to the DLQ, by kind", ["kind"])
+OUTCOME_LATENCY = Histogram(
+    "notiflow_outcome_latency_seconds",
+    "Request timestamp to final delivery outcome",
+    ["channel", "status"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+PROVIDER_ATTEMPTS = Counter(
+    "notiflow_provider_attempts_total",
+    "Provider attempts, by provider and result",
+    ["provider", "result"],
+)
+MESSAGES_PRODUCED = Counter(
+    "notiflow_messages_produced_total", "Messages acknowledged by Kafka", ["topic"]
+)
+PRODUCE_ERRORS = Counter(
+    "notiflow_produce_errors_total", "Kafka delivery reports with an error", ["topic"]
+)
+PRODUCER_QUEUE_FULL = Counter(
+    "notiflow_producer_queue_full_total",
+    "Times the producer queue was full (backpressure)",
+    ["topic"],
+)
+SOURCE_ERRORS = Counter("notiflow_source_errors_total", "Kafka consumer errors", ["topic"])
+CONSUMER_LAG = Gauge(
+    "notiflow_consumer_lag", "High watermark minus next offset to read", ["topic", "partition"]
+)
+CLICKHOUSE_ROWS = Counter("notiflow_clickhouse_rows_total", "Event rows inserted into ClickHouse")
+CLICKHOUSE_ERRORS = Counter(
+    "notiflow_clickhouse_insert_errors_total", "Failed ClickHouse inserts (retried)"
+)
