@@ -1,8 +1,8 @@
 """Choose channels and addresses for a notification and render its content per channel.
 
 Channels: the request's explicit list, else every channel the recipient has an address for.
-Content: ``content[channel]``, else ``content["default"-like first entry]``, else the template
-``<template>.<channel>.txt`` (or ``<template>.txt``). ``$name`` placeholders are filled from
+Content: ``content[channel]``, else the template ``<template>.<channel>.txt`` (or
+``<template>.txt``), else the first content given for any channel. ``$name`` placeholders are filled from
 ``data`` plus ``user_id``/``tenant_id``/``notification_id`` (``string.Template``: no attribute
 or index access, so templates cannot reach into Python objects).
 """
@@ -16,7 +16,8 @@ from typing import Any, NamedTuple
 from connectors.base import Delivery
 
 BUILTIN_TEMPLATES = Path(__file__).resolve().parent.parent / "notiflow" / "templates"
-CHANNEL_ORDER = ("email", "sms", "push", "in_app", "webhook", "voice")
+#: Channels used when a request names none; in-app and voice must be asked for explicitly.
+DEFAULT_CHANNELS = ("email", "sms", "push", "webhook")
 
 
 class Undeliverable(NamedTuple):
@@ -77,11 +78,11 @@ def addresses_for(channel: str, recipient: dict[str, Any]) -> list[str]:
 
 
 def choose_channels(note: dict[str, Any]) -> list[str]:
-    """The explicit channel list, else every channel with an address (in_app only if asked)."""
+    """The explicit channel list, else every default channel the recipient has an address for."""
     if note["channels"]:
         return list(dict.fromkeys(note["channels"]))
     recipient = note["recipient"]
-    return [c for c in CHANNEL_ORDER if c != "in_app" and addresses_for(c, recipient)]
+    return [c for c in DEFAULT_CHANNELS if addresses_for(c, recipient)]
 
 
 def render(note: dict[str, Any], channel: str, templates: TemplateStore) -> dict[str, Any]:
