@@ -19,25 +19,24 @@ from notiflow.kafka.source import KafkaRecordSource, Record, SourceError
 from notiflow.messages import rejection_message
 from notiflow.runtime import init_process
 from notiflow.settings import Settings, get_settings
+from operators.event_shape import event_problem
 from operators.parse import KIND_INVALID, KIND_SOURCE_ERROR, Rejection
 
 
 def decode_event(record: Record | SourceError) -> tuple[str, dict] | Rejection:
     """Record → (partition key, event dict), or a ``Rejection`` for the DLQ."""
-    if isinstance(record, SourceError):
-        source = f"{record.topic}/{record.partition}/{record.offset}"
-        return Rejection(KIND_SOURCE_ERROR, record.reason, source, 0, None, None, ())
     source = f"{record.topic}/{record.partition}/{record.offset}"
+    if isinstance(record, SourceError):
+        return Rejection(KIND_SOURCE_ERROR, record.reason, source, 0, None, None, ())
     try:
         event = orjson.loads(record.value or b"")
+        problem = event_problem(event)
     except orjson.JSONDecodeError as error:
-        event, reason = None, f"event is not JSON: {error}"
-    else:
-        reason = "event is not an object with event_id and status"
-    if isinstance(event, dict) and "event_id" in event and "status" in event:
+        problem = f"event is not JSON: {error}"
+    if problem is None:
         return str(record.partition), event
     return Rejection(
-        KIND_INVALID, reason, source, record.timestamp_ms, record.value, record.key, record.headers
+        KIND_INVALID, problem, source, record.timestamp_ms, record.value, record.key, record.headers
     )
 
 

@@ -1,10 +1,10 @@
 """Choose channels and addresses for a notification and render its content per channel.
 
-Channels: the request's explicit list, else every channel the recipient has an address for.
+Channels: the request's explicit list, else every default channel with an address.
 Content: ``content[channel]``, else the template ``<template>.<channel>.txt`` (or
-``<template>.txt``), else the first content given for any channel. ``$name`` placeholders are filled from
-``data`` plus ``user_id``/``tenant_id``/``notification_id`` (``string.Template``: no attribute
-or index access, so templates cannot reach into Python objects).
+``<template>.txt``), else the first content given for any channel. ``$name`` placeholders are
+filled from ``data`` plus ``user_id``/``tenant_id``/``notification_id`` (``string.Template``:
+no attribute or index access, so templates cannot reach into Python objects).
 """
 
 from __future__ import annotations

@@ -33,5 +33,5 @@ CREATE TABLE IF NOT EXISTS {database}.delivery_events
 )
 ENGINE = ReplacingMergeTree
 PARTITION BY toDate(requested_at)
-ORDER BY (tenant_id, channel, status, occurred_at, event_id)
+ORDER BY (tenant_id, channel, status, requested_at, event_id)
 ;

@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Sequence
 
+import pyarrow as pa
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from notiflow import clickhouse, metrics
@@ -23,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 RETRY_BASE_S = 0.5
 RETRY_MAX_S = 10.0
+DATA_ERRORS = (pa.ArrowException, TypeError, KeyError)
 
 
 class _InsertPartition(StatelessSinkPartition[list[dict]]):
@@ -42,6 +44,8 @@ class _InsertPartition(StatelessSinkPartition[list[dict]]):
                 clickhouse.insert_events(self._client, self._database, rows)
                 metrics.CLICKHOUSE_ROWS.inc(len(rows))
                 return
+            except DATA_ERRORS:
+                raise  # a bug, not an outage: events are shape-checked before this sink
             except Exception as error:
                 metrics.CLICKHOUSE_ERRORS.inc()
                 if time.monotonic() - started > self._max_retry_s:

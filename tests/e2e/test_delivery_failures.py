@@ -15,15 +15,23 @@ from notiflow.settings import Settings
 from tests.e2e.helpers import wait_for_finals
 
 
-def _request(i: int, webhook_url: str | None = None, email: str | None = None,
-             channels: list[str] | None = None) -> tuple[bytes, bytes]:
+def _request(
+    i: int,
+    webhook_url: str | None = None,
+    email: str | None = None,
+    channels: list[str] | None = None,
+) -> tuple[bytes, bytes]:
     recipient = {"user_id": f"u{i}"}
     if email:
         recipient["email"] = email
     if webhook_url:
         recipient["webhook_url"] = webhook_url
-    request = {"id": f"f-{i}", "tenant_id": "acme", "recipient": recipient,
-               "content": {"email": {"subject": "s", "body": "b"}, "webhook": {"body": "b"}}}
+    request = {
+        "id": f"f-{i}",
+        "tenant_id": "acme",
+        "recipient": recipient,
+        "content": {"email": {"subject": "s", "body": "b"}, "webhook": {"body": "b"}},
+    }
     if channels:
         request["channels"] = channels
     return f"acme/u{i}".encode(), orjson.dumps(request)
@@ -48,6 +56,7 @@ def test_retry_then_dead_letter(engine_env, smtp, hooks):
         dlq = TopicReader(kafka, settings.dlq_topic)
         statuses = wait_for_finals(events, 4, 90)
         assert dlq.wait_for(2, 30)
+        assert engine.poll() is None
         metrics_port = int(engine_env["NOTIFLOW_METRICS_PORT"])
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/healthz") as response:
             health = orjson.loads(response.read())
@@ -69,9 +78,9 @@ def test_retry_then_dead_letter(engine_env, smtp, hooks):
     for message in events.messages:
         event = orjson.loads(message.value())
         by_id.setdefault(event["notification_id"], []).append(event)
-    flaky_sent = [e for e in by_id["f-1"] if e["status"] == "sent"][0]
+    flaky_sent = next(e for e in by_id["f-1"] if e["status"] == "sent")
     assert flaky_sent["attempt"] == 3 and flaky_sent["latency_ms"] > 0
-    failed = [e for e in by_id["f-2"] if e["status"] == "failed"][0]
+    failed = next(e for e in by_id["f-2"] if e["status"] == "failed")
     assert "400" in failed["reason"]
     assert [e["status"] for e in by_id["f-4"]] == ["accepted", "dead_lettered"]
     assert smtp.count == 1

@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 
 import orjson
@@ -45,7 +44,8 @@ def _replay_analytics(env: dict[str, str], metrics_port: int, rows: int) -> None
     child_env = {**os.environ, **env, "NOTIFLOW_METRICS_PORT": str(metrics_port)}
     process = subprocess.Popen(
         [sys.executable, "-m", "bytewax.run", "flows.analytics:build_flow()"],
-        env=child_env, start_new_session=True,
+        env=child_env,
+        start_new_session=True,
     )
     try:
         assert wait_for_rows(metrics_port, rows, TIMEOUT_S) >= rows
@@ -58,8 +58,13 @@ def _replay_analytics(env: dict[str, str], metrics_port: int, rows: int) -> None
 @pytest.mark.parametrize("processes", [1, 2])
 def test_thousand_requests_end_to_end(engine_env, smtp, hooks, processes):
     settings = Settings()
-    work = build_workload(TOTAL, malformed=MALFORMED, duplicates=DUPLICATES,
-                          webhook_url=hooks.url("/hook"), oversized_bytes=70_000)
+    work = build_workload(
+        TOTAL,
+        malformed=MALFORMED,
+        duplicates=DUPLICATES,
+        webhook_url=hooks.url("/hook"),
+        oversized_bytes=70_000,
+    )
     assert (work.unique, work.duplicates, work.malformed) == (960, 20, 20)
     metrics_port = int(engine_env["NOTIFLOW_METRICS_PORT"])
     kafka = {"bootstrap.servers": engine_env["KAFKA_BOOTSTRAP_SERVERS"]}

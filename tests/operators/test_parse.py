@@ -3,6 +3,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from notiflow.workload import MALFORMED_SAMPLES
 from operators.parse import (
     KIND_EMPTY,
     KIND_INVALID,
@@ -11,7 +12,6 @@ from operators.parse import (
     Rejection,
     parse_request,
 )
-from notiflow.workload import MALFORMED_SAMPLES
 
 VALID = {
     "tenant_id": "acme",
@@ -22,8 +22,9 @@ VALID = {
 
 
 def parse(value: bytes | None, max_bytes: int = 65536):
-    return parse_request(value, source="req/0/42", timestamp_ms=1_700_000_000_000,
-                         max_bytes=max_bytes)
+    return parse_request(
+        value, source="req/0/42", timestamp_ms=1_700_000_000_000, max_bytes=max_bytes
+    )
 
 
 def test_valid_request_becomes_internal_notification():
@@ -55,10 +56,18 @@ def test_created_at_is_the_request_time():
         (b"[]", KIND_INVALID, "(request)"),
         (orjson.dumps({**VALID, "priority": "urgent"}), KIND_INVALID, "priority"),
         (orjson.dumps({**VALID, "recipient": {}}), KIND_INVALID, "recipient.user_id"),
-        (orjson.dumps({k: v for k, v in VALID.items() if k != "content"}), KIND_INVALID,
-         "either 'content' or 'template'"),
-        (orjson.dumps({**VALID, "send_at": "2026-01-02T00:00:00Z",
-                       "expires_at": "2026-01-01T00:00:00Z"}), KIND_INVALID, "expires_at"),
+        (
+            orjson.dumps({k: v for k, v in VALID.items() if k != "content"}),
+            KIND_INVALID,
+            "either 'content' or 'template'",
+        ),
+        (
+            orjson.dumps(
+                {**VALID, "send_at": "2026-01-02T00:00:00Z", "expires_at": "2026-01-01T00:00:00Z"}
+            ),
+            KIND_INVALID,
+            "expires_at",
+        ),
         (orjson.dumps({**VALID, "send_at": "2026-01-02T00:00:00"}), KIND_INVALID, "timezone"),
     ],
 )
