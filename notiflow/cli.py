@@ -11,7 +11,7 @@ import orjson
 from rich.console import Console
 from rich.progress import Progress
 
-from notiflow.settings import Settings, get_settings
+from notiflow.settings import Settings
 
 console = Console(stderr=False)
 
@@ -177,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args, get_settings())
+    return args.func(args, Settings())
 
 
 if __name__ == "__main__":
