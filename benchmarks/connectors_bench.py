@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -81,7 +82,9 @@ def _deliveries(n: int, channel: str, address: Callable[[int], str]) -> list[Del
             address=address(i),
             subject="Your order has shipped",
             body="Hello! Your order #12345 has shipped and will arrive on Tuesday.",
-            html="<p>Hello! Your order <b>#12345</b> has shipped.</p>" if channel == "email" else None,
+            html="<p>Hello! Your order <b>#12345</b> has shipped.</p>"
+            if channel == "email"
+            else None,
             data={"order": 12345, "eta": "Tuesday"},
         )
         for i in range(n)
@@ -102,34 +105,44 @@ async def _run(connector: Any, deliveries: list[Delivery], concurrency: int) -> 
     return elapsed, len(outcomes) - len(failures)
 
 
-def bench_smtp(messages: int, pool: int, mode: str) -> float:
+@dataclass(frozen=True)
+class BenchResult:
+    name: str
+    sent: int
+    received: int
+    seconds: float
+    detail: str
+
+    @property
+    def rate(self) -> float:
+        return self.sent / self.seconds if self.seconds else 0.0
+
+    def __str__(self) -> str:
+        return (
+            f"{self.name}: {self.sent} sent, {self.received} received, {self.detail}: "
+            f"{self.seconds:.2f}s = {self.rate:,.0f} msg/s"
+        )
+
+
+def bench_smtp(messages: int, pool: int, mode: str) -> BenchResult:
     with running_server("smtp", mode) as (port, count):
         connector = SmtpConnector("127.0.0.1", port, pool_size=pool, local_hostname="bench")
         batch = _deliveries(messages, "email", lambda i: f"user{i}@example.org")
         elapsed, ok = asyncio.run(_run(connector, batch, concurrency=pool * 4))
         received = count()
-    rate = ok / elapsed
-    print(
-        f"smtp: {ok}/{messages} sent, {received} received, pool={pool}, "
-        f"{connector.connections_opened} connections, server={mode}: "
-        f"{elapsed:.2f}s = {rate:,.0f} msg/s"
-    )
-    return rate
+    detail = f"pool={pool}, {connector.connections_opened} connections, server={mode}"
+    return BenchResult("smtp", ok, received, elapsed, detail)
 
 
-def bench_webhook(requests: int, concurrency: int, mode: str) -> float:
+def bench_webhook(requests: int, concurrency: int, mode: str) -> BenchResult:
     with running_server("webhook", mode) as (port, count):
         connector = WebhookConnector(SECRET, timeout=30, max_connections=concurrency)
         url = f"http://127.0.0.1:{port}/hook"
         batch = _deliveries(requests, "webhook", lambda _: url)
         elapsed, ok = asyncio.run(_run(connector, batch, concurrency=concurrency))
         received = count()
-    rate = ok / elapsed
-    print(
-        f"webhook: {ok}/{requests} sent, {received} received, concurrency={concurrency}, "
-        f"server={mode}: {elapsed:.2f}s = {rate:,.0f} req/s"
-    )
-    return rate
+    detail = f"concurrency={concurrency}, server={mode}"
+    return BenchResult("webhook", ok, received, elapsed, detail)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,11 +157,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.messages, args.requests = 100, 100
+    results = []
     if args.which in ("smtp", "all"):
-        bench_smtp(args.messages, args.pool, args.server)
+        results.append(bench_smtp(args.messages, args.pool, args.server))
+        print(results[-1])
     if args.which in ("webhook", "all"):
-        bench_webhook(args.requests, args.concurrency, args.server)
-    return 0
+        results.append(bench_webhook(args.requests, args.concurrency, args.server))
+        print(results[-1])
+    return 0 if all(r.sent == r.received for r in results) else 1
 
 
 if __name__ == "__main__":
