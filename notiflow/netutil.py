@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import socket
+import time
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -25,3 +26,16 @@ def free_port_block(count: int, start: int = 20_000, stop: int = 40_000) -> int:
             continue
         return base
     raise RuntimeError("no block of free ports")
+
+
+def wait_for_port(host: str, port: int, timeout: float) -> bool:
+    """Poll until something accepts TCP connections on ``host:port``; False on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=0.2):
+                return True
+        except OSError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)

@@ -13,16 +13,20 @@ import contextlib
 import datetime as dt
 import email.policy
 import email.utils
+import functools
 import hashlib
+import io
 import logging
 import re
 import socket
+import ssl
+from email.generator import BytesGenerator
+from email.headerregistry import BaseHeader, HeaderRegistry
 from email.message import EmailMessage
 from typing import TYPE_CHECKING, ClassVar
 from urllib.parse import quote
 
 import aiosmtplib
-from aiosmtplib.email import flatten_message
 
 from connectors.base import (
     Connector,
@@ -42,8 +46,26 @@ __all__ = ["SmtpConnector"]
 log = logging.getLogger(__name__)
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+class _CachedHeaderRegistry(HeaderRegistry):
+    """The stdlib registry builds a new class on every lookup (~16 µs, ~30 per message)."""
+
+    @functools.lru_cache(maxsize=128)  # noqa: B019 - one module-level instance, never freed
+    def __getitem__(self, name: str) -> type[BaseHeader]:
+        return super().__getitem__(name)
+
+
 #: Non-ASCII bodies become quoted-printable/base64, so any server takes them without 8BITMIME.
-_POLICY = email.policy.SMTP.clone(cte_type="7bit")
+_POLICY = email.policy.SMTP.clone(cte_type="7bit", header_factory=_CachedHeaderRegistry())
+_POLICY_UTF8 = _POLICY.clone(utf8=True)  # for SMTPUTF8 (non-ASCII addresses)
+
+
+def _flatten(message: EmailMessage, utf8: bool) -> bytes:
+    """Wire bytes (CRLF). Same output as aiosmtplib's flatten_message, at half the cost."""
+    with io.BytesIO() as out:
+        BytesGenerator(out, policy=_POLICY_UTF8 if utf8 else _POLICY).flatten(message)
+        return out.getvalue()
 
 
 class SmtpConnector(Connector):
@@ -125,16 +147,18 @@ class SmtpConnector(Connector):
         """QUIT idle connections; connections in use are closed when they are given back."""
         self._closed = True
         idle, self._idle = self._idle, []
-        for client in idle:
-            with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
-                await asyncio.wait_for(client.quit(), self.QUIT_TIMEOUT_S)
-            client.close()
+        await asyncio.gather(*(self._quit(client) for client in idle))
+
+    async def _quit(self, client: aiosmtplib.SMTP) -> None:
+        with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
+            await asyncio.wait_for(client.quit(), self.QUIT_TIMEOUT_S)
+        client.close()
 
     async def send(self, delivery: Delivery) -> SendResult:
         message, message_id = self.build_message(delivery)
         recipient = email.utils.parseaddr(delivery.address)[1]
         utf8 = not (recipient.isascii() and self.sender_address.isascii())
-        raw = flatten_message(message, utf8=utf8, cte_type="7bit")
+        raw = _flatten(message, utf8)
         async with self._slots:
             client = self._idle.pop() if self._idle else self._new_client()
             healthy = False
@@ -142,7 +166,9 @@ class SmtpConnector(Connector):
                 reply = await self._transact(client, recipient, raw, utf8)
                 healthy = True
             except aiosmtplib.SMTPResponseException as error:
-                healthy = await self._reset(client)
+                # 421 means the server is closing the channel (aiosmtplib only hangs up
+                # itself when 421 answers a plain command, not the end of DATA).
+                healthy = error.code != 421 and await self._reset(client)
                 raise self._translate(error) from error
             except (aiosmtplib.SMTPException, OSError, TimeoutError) as error:
                 raise self._translate(error) from error
@@ -242,9 +268,13 @@ class SmtpConnector(Connector):
 
     @staticmethod
     def _translate(error: Exception) -> ConnectorError:
-        """aiosmtplib/OS errors → RetryableError (4xx, transport) or PermanentError (5xx)."""
+        """Errors → RetryableError (4xx, transport) or PermanentError (5xx, setup mismatch)."""
         if isinstance(error, aiosmtplib.SMTPRecipientsRefused) and error.recipients:
             error = error.recipients[0]
+        if isinstance(error, ssl.SSLCertVerificationError) or isinstance(
+            error.__cause__, ssl.SSLCertVerificationError
+        ):  # checked first: it is also a ValueError
+            return PermanentError(f"tls_verify_failed: {error}")
         if isinstance(error, aiosmtplib.SMTPTimeoutError | TimeoutError):
             return RetryableError(f"smtp_timeout: {error}")
         if isinstance(error, aiosmtplib.SMTPResponseException):
@@ -258,11 +288,14 @@ class SmtpConnector(Connector):
             if 500 <= error.code < 600:
                 return PermanentError(reason, status=error.code)
             return RetryableError(reason, status=error.code if error.code > 0 else None)
-        if isinstance(error, aiosmtplib.SMTPNotSupported):
-            return PermanentError(f"smtp_not_supported: {error}")
+        if isinstance(
+            error, aiosmtplib.SMTPServerDisconnected | aiosmtplib.SMTPConnectError | OSError
+        ):
+            return RetryableError(f"smtp_connection: {type(error).__name__}: {error}")
         if isinstance(error, ValueError):
             return InvalidRequest(f"invalid_address: {error}")
-        return RetryableError(f"smtp_connection: {type(error).__name__}: {error}")
+        # SMTPNotSupported or a bare SMTPException: the server lacks STARTTLS/AUTH/SMTPUTF8.
+        return PermanentError(f"smtp_unsupported: {error}")
 
     def _message_id(self, delivery: Delivery, recipient: str) -> str:
         digest = hashlib.sha256(f"{delivery.notification_id}\0{recipient}".encode()).hexdigest()

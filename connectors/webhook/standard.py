@@ -27,6 +27,7 @@ from yarl import URL
 
 from connectors.base import (
     Connector,
+    ConnectorError,
     Delivery,
     InvalidRequest,
     PermanentError,
@@ -258,7 +259,7 @@ class WebhookConnector(Connector):
         return " ".join(text.split())[: self.ERROR_EXCERPT_CHARS]
 
     @classmethod
-    def _classify(cls, status: int, excerpt: str, retry_after: float | None) -> Exception:
+    def _classify(cls, status: int, excerpt: str, retry_after: float | None) -> ConnectorError:
         reason = f"http_{status}: {excerpt}" if excerpt else f"http_{status}"
         if status in cls.RETRYABLE_STATUSES or status >= 500:
             return RetryableError(reason, status=status, retry_after=retry_after)

@@ -7,10 +7,10 @@
 Each binds a free loopback port, is a context manager, and starts and stops in bounded time.
 """
 
-from notiflow.devservices.ports import free_port
 from notiflow.devservices.redis_server import RedisServer
 from notiflow.devservices.smtp_catcher import CaughtMessage, SmtpCatcher
 from notiflow.devservices.webhook_receiver import ReceivedRequest, WebhookReceiver
+from notiflow.netutil import free_port
 
 __all__ = [
     "CaughtMessage",

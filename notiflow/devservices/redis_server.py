@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from notiflow.devservices.ports import free_port
+from notiflow.netutil import free_port
 
 __all__ = ["RedisServer", "find_redis_server"]
 

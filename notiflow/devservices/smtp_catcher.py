@@ -11,6 +11,7 @@ import asyncio
 import datetime as dt
 import email
 import email.policy
+import functools
 import ipaddress
 import logging
 import ssl
@@ -27,7 +28,7 @@ from typing import Any, Literal, cast
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from notiflow.devservices.ports import free_port
+from notiflow.netutil import free_port
 
 __all__ = ["CaughtMessage", "SmtpCatcher"]
 
@@ -42,14 +43,24 @@ logging.getLogger("mail.log").addFilter(lambda record: not record.getMessage().s
 Command = Literal["rcpt", "data"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class CaughtMessage:
-    """One accepted message: the SMTP envelope plus the parsed content."""
+    """One accepted message: the SMTP envelope, the raw bytes and (lazily) the parsed message."""
 
     mail_from: str
     rcpt_tos: tuple[str, ...]
-    message: EmailMessage
     raw: bytes
+
+    @functools.cached_property
+    def message(self) -> EmailMessage:
+        """Parsed on first access, so receiving stays cheap. UTF-8 headers (SMTPUTF8) decoded."""
+        try:
+            text = self.raw.decode()
+        except UnicodeDecodeError:  # some other 8-bit content: keep the bytes parser's view
+            parsed = email.message_from_bytes(self.raw, policy=email.policy.default)
+        else:
+            parsed = email.message_from_string(text, policy=email.policy.default)
+        return cast(EmailMessage, parsed)
 
 
 class _TrackingSMTP(SMTP):
@@ -146,7 +157,7 @@ class SmtpCatcher:
         if controller is None:
             return
         try:
-            asyncio.run_coroutine_threadsafe(self._close_live(), controller.loop).result(
+            asyncio.run_coroutine_threadsafe(self._close_live(abort=True), controller.loop).result(
                 self.STOP_TIMEOUT_S
             )
         except Exception:  # a dead loop must not prevent stopping the thread
@@ -260,8 +271,7 @@ class SmtpCatcher:
         if refusal:
             return refusal
         raw = envelope.original_content or b""
-        parsed = cast(EmailMessage, email.message_from_bytes(raw, policy=email.policy.default))
-        caught = CaughtMessage(envelope.mail_from or "", tuple(envelope.rcpt_tos), parsed, raw)
+        caught = CaughtMessage(envelope.mail_from or "", tuple(envelope.rcpt_tos), raw)
         with self._cond:
             self._messages.append(caught)
             self._cond.notify_all()
@@ -281,11 +291,15 @@ class SmtpCatcher:
             queue = self._failures[command]
             return queue.popleft() if queue else None
 
-    async def _close_live(self) -> int:
+    async def _close_live(self, abort: bool = False) -> int:
         live = [smtp for smtp in self._live if smtp.transport is not None]
         for smtp in live:
-            smtp.transport.close()  # type: ignore[union-attr]
-        await asyncio.sleep(0)
+            transport = smtp.transport
+            if transport is not None:
+                # abort() also tears down the socket under a TLS session right away.
+                transport.abort() if abort else transport.close()  # type: ignore[attr-defined]
+        for _ in range(3):  # let connection_lost callbacks run
+            await asyncio.sleep(0)
         return len(live)
 
     def _make_protocol(self, controller: Controller) -> _TrackingSMTP:

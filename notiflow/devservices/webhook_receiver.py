@@ -8,6 +8,8 @@ to fail (status codes, ``Retry-After``, dropped connections, latency) for tests 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import threading
 import time
@@ -27,18 +29,37 @@ __all__ = ["ReceivedRequest", "WebhookReceiver"]
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class ReceivedRequest:
-    """One request as it arrived, and what the receiver answered."""
+    """One request as it arrived, and what the receiver answered (0: connection dropped).
+
+    ``json`` and ``signature_valid`` are computed on first access, keeping receiving cheap.
+    """
 
     method: str
     path: str
     headers: dict[str, str]
     body: bytes
-    json: Any  # None when the body is not JSON
-    signature_valid: bool | None  # None when the receiver has no secret
-    status: int  # 0 when the connection was dropped without an answer
+    status: int
+    peer: str = ""  # client "host:port": one value per connection
+    secret: str | None = field(default=None, repr=False)
+    tolerance_s: float = 300
     received_at: float = field(default_factory=time.time)
+
+    @functools.cached_property
+    def json(self) -> Any:
+        """The parsed body; None when it is not JSON."""
+        try:
+            return orjson.loads(self.body) if self.body else None
+        except orjson.JSONDecodeError:
+            return None
+
+    @functools.cached_property
+    def signature_valid(self) -> bool | None:
+        """Standard Webhooks check at receipt time; None when the receiver has no secret."""
+        if self.secret is None:
+            return None
+        return verify(self.secret, self.headers, self.body, self.tolerance_s, now=self.received_at)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +141,7 @@ class WebhookReceiver:
         self._thread = None
         if thread is None or loop is None:
             return
-        if not loop.is_closed():
+        with contextlib.suppress(RuntimeError):  # the loop may have closed already
             loop.call_soon_threadsafe(loop.stop)
         thread.join(self.STOP_TIMEOUT_S)
         if thread.is_alive():
@@ -194,7 +215,9 @@ class WebhookReceiver:
         with self._cond:
             self._script.extend([_Reply(0, b"", drop=True)] * times)
 
-    def status_for_path(self, path: str, status: int, body: bytes | str | None = None) -> None:
+    def status_for_path(
+        self, path: str, status: int, body: bytes | str | Mapping[str, Any] | None = None
+    ) -> None:
         """Always answer ``status`` on ``path`` (e.g. ``"/gone"`` → 410)."""
         with self._cond:
             self._path_status["/" + path.lstrip("/")] = _Reply(status, _encode_body(body, status))
@@ -254,15 +277,12 @@ class WebhookReceiver:
             return self._script.popleft() if self._script else _Reply()
 
     def _record(self, request: web.Request, body: bytes, status: int) -> None:
+        peername = request.transport.get_extra_info("peername") if request.transport else None
+        peer = f"{peername[0]}:{peername[1]}" if peername else ""
         headers = dict(request.headers)
-        try:
-            parsed = orjson.loads(body) if body else None
-        except orjson.JSONDecodeError:
-            parsed = None
-        valid = (
-            None if self.secret is None else verify(self.secret, headers, body, self.tolerance_s)
+        entry = ReceivedRequest(
+            request.method, request.path, headers, body, status, peer, self.secret, self.tolerance_s
         )
-        entry = ReceivedRequest(request.method, request.path, headers, body, parsed, valid, status)
         with self._cond:
             self._received.append(entry)
             if 200 <= status < 300:

@@ -1,0 +1,346 @@
+"""SmtpConnector against a real local SMTP server (aiosmtpd via SmtpCatcher)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+
+from connectors.base import (
+    ConnectorError,
+    Delivery,
+    InvalidRequest,
+    PermanentError,
+    RetryableError,
+    SendResult,
+)
+from connectors.email.smtp import SmtpConnector
+from notiflow.devservices import SmtpCatcher, free_port
+from notiflow.settings import Settings
+
+ADDRESS = "alice@example.org"
+
+
+def connector_for(catcher: SmtpCatcher, **kwargs: object) -> SmtpConnector:
+    return SmtpConnector(catcher.host, catcher.port, local_hostname="tests.local", **kwargs)  # type: ignore[arg-type]
+
+
+async def attempt(connector: SmtpConnector, delivery: Delivery) -> SendResult | ConnectorError:
+    """One send on an opened connector, closed afterwards; the error is returned, not raised."""
+    await connector.open()
+    try:
+        return await connector.send(delivery)
+    except ConnectorError as error:
+        return error
+    finally:
+        await connector.close()
+
+
+# --- one case table: what the server does → how the connector classifies it --------------
+@dataclass(frozen=True)
+class Case:
+    name: str
+    arrange: Callable[[SmtpCatcher], None]
+    outcome: type[SendResult] | type[ConnectorError]
+    status: int | None = None
+
+
+CASES = [
+    Case("accepted", lambda c: None, SendResult),
+    Case("rcpt_451_local_error", lambda c: c.fail_next(1, 451), RetryableError, 451),
+    Case("rcpt_450_greylisted", lambda c: c.fail_next(1, 450, "Greylisted"), RetryableError, 450),
+    Case("rcpt_452_too_many", lambda c: c.fail_next(1, 452, "Too many"), RetryableError, 452),
+    Case("rcpt_550_no_mailbox", lambda c: c.refuse(ADDRESS, 550), PermanentError, 550),
+    Case("rcpt_553_bad_name", lambda c: c.fail_next(1, 553, "Not allowed"), PermanentError, 553),
+    Case(
+        "data_451", lambda c: c.fail_next(1, 451, "Try later", command="data"), RetryableError, 451
+    ),
+    Case(
+        "data_421_closing",
+        lambda c: c.fail_next(1, 421, "Bye", command="data"),
+        RetryableError,
+        421,
+    ),
+    Case(
+        "data_554_rejected",
+        lambda c: c.fail_next(1, 554, "Spam", command="data"),
+        PermanentError,
+        554,
+    ),
+    Case(
+        "data_552_too_big",
+        lambda c: c.fail_next(1, 552, "Too big", command="data"),
+        PermanentError,
+        552,
+    ),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
+def test_reply_classification(case: Case, smtp_catcher: SmtpCatcher, make_delivery, run) -> None:
+    case.arrange(smtp_catcher)
+    connector = connector_for(smtp_catcher, pool_size=1)
+
+    async def scenario() -> tuple[SendResult | ConnectorError, SendResult]:
+        await connector.open()
+        try:
+            try:
+                outcome: SendResult | ConnectorError = await connector.send(make_delivery())
+            except ConnectorError as error:
+                outcome = error
+            follow_up = await connector.send(make_delivery(address="bob@example.org"))
+            return outcome, follow_up
+        finally:
+            await connector.close()
+
+    outcome, follow_up = run(scenario())
+    assert isinstance(outcome, case.outcome), outcome
+    assert isinstance(follow_up, SendResult)  # the pool recovers after any refusal
+    # After RSET the same connection is reused; 421 makes the client hang up and reconnect.
+    assert smtp_catcher.connections == (2 if case.status == 421 else 1)
+    if isinstance(outcome, ConnectorError):
+        assert outcome.status == case.status
+        assert str(case.status) in outcome.reason
+        assert smtp_catcher.count == 1  # only the follow-up arrived
+    else:
+        assert smtp_catcher.count == 2
+
+
+def test_message_content_and_headers(smtp_catcher: SmtpCatcher, make_delivery, run) -> None:
+    delivery = make_delivery(
+        address="Alice Ä <alice@example.org>",
+        subject="Grüße ✓",
+        body="Hallo Älice,\nyour order is on its way.",
+        html="<p>Hallo <b>Älice</b></p>",
+        metadata={"unsubscribe_url": "https://example.org/u/abc?x=1"},
+        category="marketing",
+    )
+    connector = connector_for(smtp_catcher, sender="Shop <shop@mail.example.com>")
+
+    async def scenario() -> SendResult:
+        await connector.open()
+        try:
+            return await connector.send(delivery)
+        finally:
+            await connector.close()
+
+    result = run(scenario())
+    assert smtp_catcher.wait_for(1, timeout=5)
+    caught = smtp_catcher.messages[0]
+    message = caught.message
+    assert caught.mail_from == "shop@mail.example.com"
+    assert caught.rcpt_tos == ("alice@example.org",)
+    assert message["From"] == "Shop <shop@mail.example.com>"
+    assert message["To"].addresses[0].addr_spec == "alice@example.org"
+    assert message["Subject"] == "Grüße ✓"
+    assert message["Date"].datetime is not None
+    assert message["Message-ID"] == result.provider_message_id
+    assert result.provider_message_id.endswith("@mail.example.com>")
+    assert message["X-Notiflow-Notification-Id"] == delivery.notification_id
+    unsubscribe = str(message["List-Unsubscribe"])
+    assert "<https://example.org/u/abc?x=1>" in unsubscribe and "<mailto:" in unsubscribe
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert message.get_content_type() == "multipart/alternative"
+    # Encoded text is in canonical form (CRLF line breaks, RFC 2045).
+    plain = message.get_body(("plain",)).get_content().replace("\r\n", "\n")
+    assert plain.strip() == delivery.body
+    assert message.get_body(("html",)).get_content().strip() == delivery.html
+    assert caught.raw.isascii()  # non-ASCII travels encoded: no 8BITMIME needed
+
+
+def test_unsubscribe_headers_by_category(smtp_catcher: SmtpCatcher, make_delivery, run) -> None:
+    deliveries = [
+        make_delivery(category="transactional"),
+        make_delivery(category="digest"),  # no URL: mailto only, no one-click
+        make_delivery(category="digest", metadata={"unsubscribe_url": "http://plain.example/u"}),
+    ]
+    connector = connector_for(smtp_catcher)
+
+    async def scenario() -> None:
+        await connector.open()
+        try:
+            for delivery in deliveries:
+                await connector.send(delivery)
+        finally:
+            await connector.close()
+
+    run(scenario())
+    assert smtp_catcher.wait_for(3, timeout=5)
+    by_id = {m.message["X-Notiflow-Notification-Id"]: m.message for m in smtp_catcher.messages}
+    transactional, mailto_only, http_url = (by_id[d.notification_id] for d in deliveries)
+    assert transactional["List-Unsubscribe"] is None
+    # Long values are folded right after the colon, so the parsed value starts with a space.
+    assert str(mailto_only["List-Unsubscribe"]).strip().startswith("<mailto:unsubscribe@notiflow")
+    assert mailto_only["List-Unsubscribe-Post"] is None
+    assert "<http://plain.example/u>" in str(http_url["List-Unsubscribe"])
+    assert http_url["List-Unsubscribe-Post"] is None  # RFC 8058 requires an HTTPS URI
+    assert transactional.get_content_type() == "text/plain"  # no HTML given: no alternative
+
+
+def test_non_ascii_address_uses_smtputf8(smtp_catcher: SmtpCatcher, make_delivery, run) -> None:
+    delivery = make_delivery(address="Jörg <jörg@exämple.org>")
+    assert isinstance(run(attempt(connector_for(smtp_catcher), delivery)), SendResult)
+    assert smtp_catcher.wait_for(1, timeout=5)
+    caught = smtp_catcher.messages[0]
+    assert caught.rcpt_tos == ("jörg@exämple.org",)
+    assert caught.message["To"].addresses[0].addr_spec == "jörg@exämple.org"
+
+
+def test_message_id_is_stable_across_retries(make_delivery) -> None:
+    connector = SmtpConnector(local_hostname="tests.local")
+    delivery = make_delivery()
+    first, first_id = connector.build_message(delivery)
+    delivery.attempt = 2
+    _, second_id = connector.build_message(delivery)
+    _, other_id = connector.build_message(make_delivery())
+    assert first_id == second_id == first["Message-ID"]
+    assert other_id != first_id
+
+
+def test_pool_reuses_connections(smtp_catcher: SmtpCatcher, make_delivery, run) -> None:
+    connector = connector_for(smtp_catcher, pool_size=4)
+    deliveries = [make_delivery(address=f"user{i}@example.org") for i in range(200)]
+
+    async def scenario() -> list:
+        await connector.open()
+        try:
+            return await connector.send_batch(deliveries, concurrency=32)
+        finally:
+            await connector.close()
+
+    outcomes = run(scenario())
+    assert all(isinstance(outcome, SendResult) for outcome in outcomes)
+    assert smtp_catcher.wait_for(200, timeout=10)
+    assert smtp_catcher.connections <= 4
+    assert connector.connections_opened == smtp_catcher.connections
+    received = sorted(rcpt for m in smtp_catcher.messages for rcpt in m.rcpt_tos)
+    assert received == sorted(d.address for d in deliveries)
+
+
+def test_reconnects_when_server_dropped_pooled_connection(
+    smtp_catcher: SmtpCatcher, make_delivery, run
+) -> None:
+    connector = connector_for(smtp_catcher, pool_size=1)
+
+    async def scenario() -> None:
+        await connector.open()
+        try:
+            await connector.send(make_delivery())
+            # The client has not yet seen the close: MAIL fails on the pooled connection,
+            # the connector replaces it and the send still succeeds.
+            assert smtp_catcher.drop_connections() == 1
+            await connector.send(make_delivery())
+            # Now the client has seen the close while idle: a fresh connection up front.
+            assert smtp_catcher.drop_connections() == 1
+            await asyncio.sleep(0.1)
+            await connector.send(make_delivery())
+        finally:
+            await connector.close()
+
+    run(scenario())
+    assert smtp_catcher.count == 3
+    assert smtp_catcher.connections == 3
+    assert connector.stale_reconnects == 1
+
+
+def test_reconnects_after_server_idle_timeout(make_delivery, run) -> None:
+    with SmtpCatcher(idle_timeout=0.2) as catcher:
+        connector = connector_for(catcher, pool_size=1)
+
+        async def scenario() -> None:
+            await connector.open()
+            try:
+                await connector.send(make_delivery())
+                await asyncio.sleep(0.6)  # the server says 421 and hangs up meanwhile
+                await connector.send(make_delivery())
+            finally:
+                await connector.close()
+
+        run(scenario())
+        assert catcher.count == 2
+        assert catcher.connections == 2
+
+
+def test_connection_refused_is_retryable(make_delivery, run) -> None:
+    connector = SmtpConnector("127.0.0.1", free_port(), timeout=2, local_hostname="tests.local")
+    outcome = run(attempt(connector, make_delivery()))
+    assert isinstance(outcome, RetryableError)
+    assert "smtp_connection" in outcome.reason
+
+
+def test_silent_server_times_out_as_retryable(make_delivery, run) -> None:
+    with socket.socket() as silent:  # accepts TCP (backlog) but never greets
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        connector = SmtpConnector("127.0.0.1", port, timeout=0.3, local_hostname="tests.local")
+        outcome = run(attempt(connector, make_delivery()))
+    assert isinstance(outcome, RetryableError)
+    assert "timeout" in outcome.reason.lower()
+
+
+def test_starttls_and_auth(make_delivery, run) -> None:
+    with SmtpCatcher(tls=True, username="notiflow", password="s3cret") as catcher:
+        good = connector_for(
+            catcher, starttls=True, validate_certs=False, username="notiflow", password="s3cret"
+        )
+        wrong = connector_for(
+            catcher, starttls=True, validate_certs=False, username="notiflow", password="nope"
+        )
+        anonymous = connector_for(catcher, starttls=True, validate_certs=False)
+        outcomes = [run(attempt(c, make_delivery())) for c in (good, wrong, anonymous)]
+        assert catcher.count == 1
+    ok, bad_password, no_auth = outcomes
+    assert isinstance(ok, SendResult)
+    assert isinstance(bad_password, PermanentError) and bad_password.status == 535
+    assert isinstance(no_auth, PermanentError) and no_auth.status == 530
+
+
+def test_tls_setup_mismatches_are_permanent(smtp_catcher: SmtpCatcher, make_delivery, run) -> None:
+    with SmtpCatcher(tls=True) as tls_catcher:  # self-signed certificate
+        verifying = connector_for(tls_catcher, starttls=True, validate_certs=True)
+        untrusted = run(attempt(verifying, make_delivery()))
+    no_starttls = run(attempt(connector_for(smtp_catcher, starttls=True), make_delivery()))
+    assert isinstance(untrusted, PermanentError) and "tls_verify_failed" in untrusted.reason
+    assert isinstance(no_starttls, PermanentError) and "STARTTLS" in no_starttls.reason
+    assert smtp_catcher.count == 0
+
+
+def test_auth_without_tls(make_delivery, run) -> None:
+    with SmtpCatcher(username="notiflow", password="s3cret") as catcher:
+        connector = connector_for(catcher, username="notiflow", password="s3cret")
+        assert isinstance(run(attempt(connector, make_delivery())), SendResult)
+        assert catcher.wait_for(1, timeout=5)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"address": "not-an-address"},
+        {"subject": "Hi\r\nBcc: victim@example.org"},
+        {"address": "alice@example.org>\r\nRCPT TO:<x@y.z"},
+    ],
+    ids=["no_at_sign", "header_injection", "command_injection"],
+)
+def test_invalid_deliveries_are_rejected_before_sending(
+    overrides: dict, smtp_catcher: SmtpCatcher, make_delivery, run
+) -> None:
+    outcome = run(attempt(connector_for(smtp_catcher), make_delivery(**overrides)))
+    assert isinstance(outcome, InvalidRequest)
+    assert smtp_catcher.count == 0
+
+
+def test_from_settings_and_validation() -> None:
+    settings = Settings(smtp_host="mail.example.com", smtp_port=2525, smtp_pool_size=3)
+    connector = SmtpConnector.from_settings(settings)
+    assert (connector.host, connector.port, connector.pool_size) == ("mail.example.com", 2525, 3)
+    assert connector.sender_address == "noreply@notiflow.local"
+    with pytest.raises(ValueError):
+        SmtpConnector(starttls=True, use_tls=True)
+    with pytest.raises(ValueError):
+        SmtpConnector(sender="no address here")
+    with pytest.raises(ValueError):
+        SmtpConnector(pool_size=0)
