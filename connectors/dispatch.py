@@ -25,6 +25,7 @@ from connectors.base import (
     RetryableError,
     SendResult,
 )
+from connectors.provider_limits import LimiterUnavailable, ProviderLimiter
 from notiflow import metrics
 from notiflow.messages import DeadLetter
 from operators.events import make_event
@@ -81,21 +82,27 @@ class Dispatcher:
         policy: RetryPolicy,
         concurrency: int = 64,
         clock: Callable[[], float] = time.time,
+        limiter: ProviderLimiter | None = None,
     ) -> None:
         self.connectors = dict(connectors)
         self.policy = policy
         self.concurrency = concurrency
         self.clock = clock
+        self.limiter = limiter
         self._opened = False
 
     async def open(self) -> None:
         for connector in self.connectors.values():
             await connector.open()
+        if self.limiter is not None:
+            await self.limiter.open()
         self._opened = True
 
     async def close(self) -> None:
         for connector in self.connectors.values():
             await connector.close()
+        if self.limiter is not None:
+            await self.limiter.close()
 
     async def deliver(self, deliveries: list[Delivery]) -> DispatchOutput:
         """Attempt every delivery until sent, failed for good, or out of attempts/time."""
@@ -121,25 +128,62 @@ class Dispatcher:
             return
         started = time.monotonic()
         while pending:
-            outcomes = await connector.send_batch(pending, self.concurrency)
+            sending, waiting, token_wait = await self._take_tokens(connector, pending, started)
+            if not sending and waiting:
+                if time.monotonic() - started + token_wait > self.policy.max_total_s:
+                    self._give_up(connector, waiting, "gave up: provider rate limit", out)
+                    return
+                await asyncio.sleep(token_wait)
+                continue
+            outcomes = await connector.send_batch(sending, self.concurrency)
             retry: list[tuple[Delivery, RetryableError]] = []
             now_ms = self.clock() * 1000
-            for delivery, outcome in zip(pending, outcomes, strict=True):
+            for delivery, outcome in zip(sending, outcomes, strict=True):
                 if self._settle(connector, delivery, outcome, now_ms, started, out):
                     continue
                 retry.append((delivery, outcome))  # type: ignore[arg-type]
-            if not retry:
-                return
-            delay = max(self._delay(d, e) for d, e in retry)
+            throttled = [e for _d, e in retry if _is_throttle(e) and e.status == 429]
+            if throttled and self.limiter is not None:  # pause the provider for every worker
+                await self._pause(connector.provider, max(e.retry_after or 0 for e in throttled))
             for delivery, error in retry:
-                counts = not _is_throttle(error)
                 out.events.append(
                     _event(delivery, "retrying", connector.provider, now_ms, reason=error.reason)
                 )
-                if counts:
+                if not _is_throttle(error):
                     delivery.attempt += 1
-            await asyncio.sleep(delay)
-            pending = [d for d, _ in retry]
+            if retry:
+                await asyncio.sleep(max(self._delay(d, e) for d, e in retry))
+            pending = [d for d, _ in retry] + waiting
+
+    async def _take_tokens(
+        self, connector: Connector, pending: list[Delivery], started: float
+    ) -> tuple[list[Delivery], list[Delivery], float]:
+        """Split ``pending`` into what the provider's account-wide limit lets go now and the
+        rest, with how long to wait for the next token."""
+        if self.limiter is None:
+            return pending, [], 0.0
+        try:
+            grant = await self.limiter.acquire(connector.provider, len(pending))
+        except RetryableError as error:  # limiter unavailable: wait, do not burn attempts
+            logger.warning("provider limiter unavailable", extra={"error": error.reason})
+            return [], pending, error.retry_after or 1.0
+        return pending[: grant.granted], pending[grant.granted :], grant.wait_s
+
+    async def _pause(self, provider: str, seconds: float) -> None:
+        try:
+            await self.limiter.pause(provider, seconds)
+        except RetryableError as error:
+            logger.warning("could not pause provider", extra={"error": error.reason})
+
+    def _give_up(
+        self, connector: Connector, deliveries: list[Delivery], why: str, out: DispatchOutput
+    ) -> None:
+        now_ms = self.clock() * 1000
+        for delivery in deliveries:
+            out.events.append(_event(delivery, "failed", connector.provider, now_ms, reason=why))
+            out.dead_letters.append(
+                _letter("delivery_failed", why, delivery, provider=connector.provider)
+            )
 
     def _settle(
         self,
@@ -199,7 +243,10 @@ class Dispatcher:
 
 
 def _is_throttle(error: RetryableError) -> bool:
-    return error.status == 429 and error.retry_after is not None
+    """Waiting that does not use up an attempt: a 429 with Retry-After, or our own limiter."""
+    return (error.status == 429 and error.retry_after is not None) or isinstance(
+        error, LimiterUnavailable
+    )
 
 
 def _letter(kind: str, reason: str, delivery: Delivery, **context: Any) -> DeadLetter:

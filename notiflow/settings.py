@@ -23,6 +23,13 @@ from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 KAFKA_OPTION_PREFIX = "NOTIFLOW_KAFKA_OPT_"
+#: Defaults: at most 3 SMS and 2 voice calls an hour, 10 pushes a day per user and category.
+DEFAULT_RATE_LIMITS = (
+    '{"default": {"action": "defer", "caps": ['
+    '{"channel": "sms", "limit": 3, "window_s": 3600},'
+    '{"channel": "voice", "limit": 2, "window_s": 3600},'
+    '{"channel": "push", "limit": 10, "window_s": 86400}]}}'
+)
 
 
 class StartOffset(StrEnum):
@@ -85,6 +92,27 @@ class Settings(BaseSettings):
     dedup_window_seconds: float = Field(
         24 * 3600, gt=0, description="How long a request id is remembered for idempotency."
     )
+    content_dedup_window_seconds: float = Field(
+        600, gt=0, description="Same user + dedup_key/content within this window is sent once."
+    )
+    critical_skips_content_dedup: bool = Field(
+        True, description="Critical notifications are never merged by content dedup."
+    )
+    rate_limits: str = Field(
+        DEFAULT_RATE_LIMITS,
+        description="Fatigue caps as JSON (see docs/operators.md); per tenant and category.",
+    )
+    default_timezone: str = Field("UTC", description="Recipient timezone when none is known.")
+    default_quiet_hours: str | None = Field(
+        None, description="Quiet hours for recipients without their own, e.g. '22:00-07:00'."
+    )
+    max_held_per_user: int = Field(
+        1000, ge=1, description="Held (scheduled/deferred/quiet) notifications kept per user."
+    )
+    campaign_chunk_size: int = Field(1000, ge=1, description="Users emitted per campaign step.")
+    max_campaign_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, description="Campaign requests larger than this go to the DLQ."
+    )
     templates_dir: Path | None = Field(
         None, description="Directory of '<template>.<channel>.txt' files (default: built-in)."
     )
@@ -94,6 +122,19 @@ class Settings(BaseSettings):
     retry_base_delay_seconds: float = Field(0.2, ge=0, description="First retry backoff.")
     retry_max_delay_seconds: float = Field(5.0, ge=0, description="Backoff cap per retry.")
     delivery_concurrency: int = Field(64, ge=1, description="Concurrent sends per process.")
+    delivery_batch_size: int = Field(
+        500, ge=1, description="Deliveries collected per channel shard before sending."
+    )
+    delivery_batch_timeout_ms: int = Field(
+        20, ge=1, description="Longest wait to fill a delivery batch."
+    )
+    delivery_shards: int = Field(
+        4, ge=1, description="Shards per channel for batching (spreads a channel over workers)."
+    )
+    provider_limits: str = Field(
+        "{}",
+        description='Account-wide provider rates, JSON {"twilio": [rate_per_s, burst]} (Redis).',
+    )
 
     smtp_host: str = Field("127.0.0.1", description="SMTP server host.")
     smtp_port: int = Field(1025, description="SMTP server port.")

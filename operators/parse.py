@@ -7,7 +7,7 @@ The internal notification (a plain dict, cheap to pickle between workers)::
 
     {"id", "id_generated", "tenant_id", "user_id", "key", "category", "priority",
      "channels", "content", "template", "data", "recipient", "dedup_key",
-     "send_at_ms", "expires_at_ms", "metadata", "requested_at_ms", "source"}
+     "send_at_ms", "expires_at_ms", "digest", "metadata", "requested_at_ms", "source"}
 """
 
 from __future__ import annotations
@@ -18,9 +18,16 @@ import orjson
 from pydantic import ValidationError
 
 from operators.events import stable_id
-from schemas.request import NotificationRequest
+from schemas.request import CampaignRequest, NotificationRequest
 
 MAX_REASON_CHARS = 1000
+
+
+class Campaign(NamedTuple):
+    """A validated campaign request (``operators.campaign`` input shape) to split per user."""
+
+    body: dict[str, Any]
+    source: str
 
 
 class Rejection(NamedTuple):
@@ -84,25 +91,59 @@ def parse_request(
     source: str,
     timestamp_ms: int,
     max_bytes: int,
+    max_campaign_bytes: int = 8 * 1024 * 1024,
     key: bytes | None = None,
     headers: tuple[tuple[str, bytes], ...] = (),
-) -> dict[str, Any] | Rejection:
-    """Validate one record value; return the internal notification or a ``Rejection``."""
+) -> dict[str, Any] | Campaign | Rejection:
+    """Validate one record value: a notification dict, a ``Campaign`` or a ``Rejection``.
+
+    A document with an ``"audience"`` is a campaign (its own, larger, size limit).
+    """
 
     def reject(kind: str, reason: str, **ids: str) -> Rejection:
         return Rejection(kind, reason, source, timestamp_ms, value, key, headers, **ids)
 
     if not value:
         return reject(KIND_EMPTY, "empty record value")
-    if len(value) > max_bytes:
-        return reject(KIND_OVERSIZED, f"request is {len(value)} bytes; the limit is {max_bytes}")
+    campaign = b'"audience"' in value
+    limit = max_campaign_bytes if campaign else max_bytes
+    if len(value) > limit:
+        return reject(KIND_OVERSIZED, f"request is {len(value)} bytes; the limit is {limit}")
     try:
+        if campaign:
+            return to_campaign(CampaignRequest.model_validate_json(value), source, timestamp_ms)
         request = NotificationRequest.model_validate_json(value)
     except ValidationError as error:
         if any(e["type"] == "json_invalid" for e in error.errors()):
             return reject(KIND_NOT_JSON, f"not valid JSON: {error.errors()[0]['msg']}")
         return reject(KIND_INVALID, describe_validation_error(error), **_best_effort_ids(value))
     return to_notification(request, source=source, timestamp_ms=timestamp_ms)
+
+
+def _ms(moment: Any) -> float | None:
+    return moment.timestamp() * 1000 if moment is not None else None
+
+
+def to_campaign(request: CampaignRequest, source: str, timestamp_ms: int) -> Campaign:
+    """The ``operators.campaign`` body for a validated campaign request."""
+    body = request.model_dump(mode="json", exclude_none=True)
+    audience = request.audience
+    body["audience"] = (
+        {"segment": audience.segment}
+        if audience.segment is not None
+        else {
+            "user_ids": [
+                u if isinstance(u, str) else u.model_dump(mode="json", exclude_none=True)
+                for u in audience.user_ids or ()
+            ]
+        }
+    )
+    body["send_at_ms"] = _ms(request.send_at)
+    body["expires_at_ms"] = _ms(request.expires_at)
+    body["requested_at_ms"] = _ms(request.created_at) or float(timestamp_ms)
+    for name in ("send_at", "expires_at", "created_at", "schema_version"):
+        body.pop(name, None)
+    return Campaign(body, source)
 
 
 def to_notification(
@@ -113,6 +154,10 @@ def to_notification(
     requested_at_ms = (
         request.created_at.timestamp() * 1000 if request.created_at else float(timestamp_ms)
     )
+    expires_at_ms = _ms(request.expires_at)
+    if request.ttl_s is not None:
+        ttl_expiry = requested_at_ms + request.ttl_s * 1000
+        expires_at_ms = ttl_expiry if expires_at_ms is None else min(expires_at_ms, ttl_expiry)
     return {
         "id": request.id or stable_id("generated", source),
         "id_generated": request.id is None,
@@ -131,8 +176,9 @@ def to_notification(
         "data": request.data,
         "recipient": recipient.model_dump(mode="json", exclude_none=True),
         "dedup_key": request.dedup_key,
-        "send_at_ms": request.send_at.timestamp() * 1000 if request.send_at else None,
-        "expires_at_ms": request.expires_at.timestamp() * 1000 if request.expires_at else None,
+        "send_at_ms": _ms(request.send_at),
+        "expires_at_ms": expires_at_ms,
+        "digest": request.digest.model_dump() if request.digest else None,
         "metadata": request.metadata,
         "requested_at_ms": requested_at_ms,
         "source": source,

@@ -9,6 +9,7 @@ no attribute or index access, so templates cannot reach into Python objects).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from string import Template
 from typing import Any, NamedTuple
@@ -110,12 +111,14 @@ def render(note: dict[str, Any], channel: str, templates: TemplateStore) -> dict
 
 
 def plan_deliveries(
-    note: dict[str, Any], templates: TemplateStore
+    note: dict[str, Any], templates: TemplateStore, channels: Sequence[str] | None = None
 ) -> tuple[list[Delivery], list[Undeliverable]]:
-    """Every delivery to attempt for ``note``, and every channel that cannot be attempted."""
+    """Every delivery to attempt for ``note`` (on ``channels``, default: chosen from the note),
+    and every channel that cannot be attempted."""
     deliveries: list[Delivery] = []
     undeliverable: list[Undeliverable] = []
-    channels = choose_channels(note)
+    if channels is None:
+        channels = choose_channels(note)
     if not channels:
         return [], [Undeliverable("", "no channel: no explicit channels and no addresses")]
     for channel in channels:

@@ -2,8 +2,11 @@
 
 from schemas.event import DeliveryEvent, DeliveryStatus
 from schemas.request import (
+    Audience,
+    CampaignRequest,
     Channel,
     ChannelContent,
+    DigestSpec,
     NotificationRequest,
     Priority,
     PushToken,
@@ -11,10 +14,13 @@ from schemas.request import (
 )
 
 __all__ = [
+    "Audience",
+    "CampaignRequest",
     "Channel",
     "ChannelContent",
     "DeliveryEvent",
     "DeliveryStatus",
+    "DigestSpec",
     "NotificationRequest",
     "Priority",
     "PushToken",

@@ -7,10 +7,14 @@ from pathlib import Path
 import orjson
 
 from schemas.event import DeliveryEvent
-from schemas.request import NotificationRequest
+from schemas.request import CampaignRequest, NotificationRequest
 
 SCHEMA_DIR = Path(__file__).parent / "json"
-MODELS = {"notification_request": NotificationRequest, "delivery_event": DeliveryEvent}
+MODELS = {
+    "notification_request": NotificationRequest,
+    "campaign_request": CampaignRequest,
+    "delivery_event": DeliveryEvent,
+}
 
 
 def render_schemas() -> dict[str, bytes]:

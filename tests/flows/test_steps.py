@@ -5,16 +5,17 @@ from __future__ import annotations
 import orjson
 
 from flows.analytics import decode_event
-from flows.orchestrate import Parser, rejection_event
+from flows.steps import Parser, rejection_event
 from notiflow.kafka.source import Record, SourceError
 from notiflow.messages import rejection_message
 from operators.events import make_event
 from operators.parse import Rejection
+from notiflow.settings import Settings
 from schemas import DeliveryEvent
 
 
 def test_source_error_becomes_dlq_record_and_rejected_event():
-    [rejection] = Parser(1024)([SourceError("req", 3, 17, "Broker: Offset out of range")])
+    [rejection] = Parser(Settings())([SourceError("req", 3, 17, "Broker: Offset out of range")])
     assert isinstance(rejection, Rejection) and rejection.kind == "source_error"
     message = rejection_message(rejection)
     headers = dict(message.headers)
@@ -28,7 +29,7 @@ def test_source_error_becomes_dlq_record_and_rejected_event():
 
 
 def test_rejected_event_ids_differ_per_source_record():
-    a, b = Parser(64)(
+    a, b = Parser(Settings())(
         [Record("req", 0, 1, None, b"nope", 5, ()), Record("req", 0, 2, None, b"nope", 5, ())]
     )
     assert rejection_event(a)["event_id"] != rejection_event(b)["event_id"]

@@ -1,0 +1,173 @@
+"""Stateless step callables used by the flows (thin: the logic is in operators/ and connectors/)."""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import threading
+import time
+import zlib
+from datetime import datetime
+from typing import Any
+
+from connectors.base import Delivery
+from connectors.dispatch import Dispatcher, RetryPolicy
+from connectors.registry import build_connectors, build_provider_limiter
+from notiflow import metrics
+from notiflow.kafka.source import Record, SourceError
+from notiflow.messages import DeadLetter, dead_letter_message, event_message, rejection_message
+from notiflow.settings import Settings
+from operators.events import make_event, note_event
+from operators.parse import KIND_INVALID, KIND_SOURCE_ERROR, Campaign, Rejection, parse_request
+from operators.routing import TemplateStore, plan_deliveries
+from operators.user_pipeline import Release
+
+FINAL_STATUSES = frozenset({"sent", "failed", "dead_lettered"})
+
+
+class Parser:
+    """Batch step: ``Record | SourceError`` → notification dict | ``Campaign`` | ``Rejection``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.max_bytes = settings.max_request_bytes
+        self.max_campaign_bytes = settings.max_campaign_bytes
+        self.segments_available = settings.redis_url is not None
+
+    def __call__(self, records: list[Record | SourceError]) -> list[dict | Campaign | Rejection]:
+        out: list[dict | Campaign | Rejection] = []
+        for record in records:
+            source = f"{record.topic}/{record.partition}/{record.offset}"
+            if isinstance(record, SourceError):
+                out.append(Rejection(KIND_SOURCE_ERROR, record.reason, source, 0, None, None, ()))
+                continue
+            item = parse_request(
+                record.value,
+                source=source,
+                timestamp_ms=record.timestamp_ms,
+                max_bytes=self.max_bytes,
+                max_campaign_bytes=self.max_campaign_bytes,
+                key=record.key,
+                headers=record.headers,
+            )
+            if (
+                isinstance(item, Campaign)
+                and "segment" in item.body["audience"]
+                and not self.segments_available
+            ):
+                item = Rejection(
+                    KIND_INVALID,
+                    "segment audiences need REDIS_URL",
+                    source,
+                    record.timestamp_ms,
+                    record.value,
+                    record.key,
+                    record.headers,
+                    tenant_id=item.body["tenant_id"],
+                )
+            out.append(item)
+        metrics.REQUESTS.labels(result="parsed").inc(len(records))
+        return out
+
+
+def rejection_event(rejection: Rejection) -> dict[str, Any]:
+    now_ms = time.time() * 1000
+    return make_event(
+        notification_id=rejection.notification_id or f"rejected:{rejection.source}",
+        tenant_id=rejection.tenant_id,
+        user_id=rejection.user_id,
+        status="rejected",
+        reason=f"{rejection.kind}: {rejection.reason}",
+        requested_at_ms=rejection.timestamp_ms or now_ms,
+        now_ms=now_ms,
+        discriminator=rejection.source,
+    )
+
+
+class Planner:
+    """Map step on released notifications: render and address them.
+
+    Output: ``Delivery`` per channel address; an event and a ``DeadLetter`` for every channel
+    that cannot be attempted (no address, no template, nothing to send on).
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.templates = TemplateStore(settings.templates_dir)
+
+    def __call__(self, item: dict | Release) -> list[dict | Delivery | DeadLetter]:
+        if isinstance(item, dict):
+            return [item]
+        note, channels = item
+        deliveries, undeliverable = plan_deliveries(note, self.templates, channels)
+        out: list[dict | Delivery | DeadLetter] = list(deliveries)
+        now_ms = time.time() * 1000
+        for channel, reason in undeliverable:
+            out.append(
+                note_event(note, "dead_lettered", now_ms, channel=channel or None, reason=reason)
+            )
+            out.append(DeadLetter("undeliverable", reason, note["key"], {"request": note}))
+        return out
+
+
+def shard_key(delivery: Delivery, shards: int) -> str:
+    """Batching key: channel plus a stable shard of the user (spreads a channel over workers)."""
+    shard = zlib.crc32(delivery.user_id.encode()) % shards
+    return f"{delivery.channel}/{shard}"
+
+
+class Deliverer:
+    """Batch step over collected ``(shard, [Delivery])``: send through the connectors.
+
+    One event loop, set of connectors (connection pools) and provider limiter per worker
+    thread, kept across batches. Emits event dicts and ``DeadLetter``s.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._local = threading.local()
+
+    def _runtime(self) -> tuple[asyncio.AbstractEventLoop, Dispatcher]:
+        if not hasattr(self._local, "loop"):
+            s = self.settings
+            policy = RetryPolicy(
+                s.delivery_max_attempts, s.retry_base_delay_seconds, s.retry_max_delay_seconds
+            )
+            loop = asyncio.new_event_loop()
+            dispatcher = Dispatcher(
+                build_connectors(s),
+                policy,
+                s.delivery_concurrency,
+                limiter=build_provider_limiter(s),
+            )
+            atexit.register(lambda: loop.run_until_complete(dispatcher.close()))
+            self._local.loop, self._local.dispatcher = loop, dispatcher
+        return self._local.loop, self._local.dispatcher
+
+    def __call__(self, batches: list[tuple[str, list[Delivery]]]) -> list[dict | DeadLetter]:
+        deliveries = [d for _shard, batch in batches for d in batch]
+        if not deliveries:
+            return []
+        loop, dispatcher = self._runtime()
+        result = loop.run_until_complete(dispatcher.deliver(deliveries))
+        return [*result.events, *result.dead_letters]
+
+
+def encode_event(event: dict[str, Any]) -> Any:
+    """Count the event in metrics, then serialise it for the events topic."""
+    channel = event["channel"] or ""
+    metrics.OUTCOMES.labels(channel=channel, status=event["status"]).inc()
+    if event["status"] in FINAL_STATUSES:
+        requested = datetime.fromisoformat(event["requested_at"]).timestamp()
+        metrics.OUTCOME_LATENCY.labels(channel=channel, status=event["status"]).observe(
+            max(0.0, time.time() - requested)
+        )
+    return event_message(event)
+
+
+def encode_dead_letter(letter: DeadLetter) -> Any:
+    metrics.DLQ_MESSAGES.labels(kind=letter.kind).inc()
+    return dead_letter_message(letter)
+
+
+def encode_rejection(rejection: Rejection) -> Any:
+    metrics.DLQ_MESSAGES.labels(kind=rejection.kind).inc()
+    return rejection_message(rejection)
