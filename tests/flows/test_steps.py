@@ -8,9 +8,9 @@ from flows.analytics import decode_event
 from flows.steps import Parser, rejection_event
 from notiflow.kafka.source import Record, SourceError
 from notiflow.messages import rejection_message
+from notiflow.settings import Settings
 from operators.events import make_event
 from operators.parse import Rejection
-from notiflow.settings import Settings
 from schemas import DeliveryEvent
 
 

@@ -35,7 +35,7 @@ def utc(*args: int) -> datetime:
 
 
 def test_parse_and_wrap():
-    assert NIGHT == DailyWindow(time(22), time(8)) and NIGHT.wraps
+    assert DailyWindow(time(22), time(8)) == NIGHT and NIGHT.wraps
     assert not DailyWindow.parse(" 08:00 - 21:00 ").wraps
     assert DailyWindow.parse("20:00-24:00") == DailyWindow(time(20), time(0))
 
