@@ -93,6 +93,13 @@ def test_stale_notification_is_expired():
     assert statuses(out) == ["accepted", "expired"]
 
 
+def test_notification_that_goes_stale_while_held_is_expired():
+    p, state = pipeline(), UserState()
+    out = p.on_item(state, note(send_at_ms=(T0 + 60) * 1000, expires_at_ms=(T0 + 30) * 1000), T0)
+    assert statuses(out) == ["accepted", "scheduled"]
+    assert statuses(p.on_due(state, T0 + 60)) == ["expired"]
+
+
 def test_scheduled_notification_is_held_and_fires_once_after_a_restart():
     p, state = pipeline(), UserState()
     out = p.on_item(state, note(send_at_ms=(T0 + 600) * 1000), T0)
