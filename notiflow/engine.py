@@ -118,14 +118,14 @@ class Engine:
             env["BYTEWAX_PROCESS_ID"] = str(index)
         if s.recovery_dir:
             flow_dir = s.recovery_dir / name.split("-")[0]
-            self._init_recovery(flow_dir, self.processes if addresses else 1)
+            self.init_recovery(flow_dir, self.processes if addresses else 1)
             args += [
                 "-r",
                 str(flow_dir),
                 "-s",
                 str(s.snapshot_interval_seconds),
                 "-b",
-                str(s.snapshot_interval_seconds * 3),
+                "0",  # local SQLite partitions: no external backup to wait for
             ]
         process = subprocess.Popen(args, env=env, start_new_session=True)
         self.children.append((name, process))
@@ -135,7 +135,8 @@ class Engine:
         )
 
     @staticmethod
-    def _init_recovery(directory: Path, partitions: int) -> None:
+    def init_recovery(directory: Path, partitions: int) -> None:
+        """Create Bytewax's SQLite recovery partitions unless they exist."""
         if directory.exists() and any(directory.glob("*.sqlite3")):
             return
         directory.mkdir(parents=True, exist_ok=True)

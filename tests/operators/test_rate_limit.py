@@ -1,9 +1,8 @@
 """Sliding-window fatigue caps.
 
-Cost (``check`` + ``record`` on a warm state with a per-channel cap and a budget, 3.11, this
-machine): ~3 µs per pair, measured with
-``timeit.timeit(lambda: (lim.check(st, "acme", "sms", "promo", t), lim.record(st, ...)))``;
-no timing assertions here (see the report / ``benchmarks/`` for numbers).
+Cost, measured (not asserted) with ``timeit`` on Python 3.11 here: ``check`` + ``record`` on a
+warm state (a push cap of 10 plus a budget of 20, both full) ≈ 4 µs per pair including the
+timing closure; a blocked ``check`` ≈ 2.5 µs; ``check`` with no state ≈ 0.1 µs.
 """
 
 from __future__ import annotations
