@@ -30,22 +30,23 @@ CAPS = {
 }
 
 
-def start_flow(env: dict[str, str], recovery_dir) -> subprocess.Popen:
+def start_flow(env: dict[str, str], recovery_dir, log_path=None) -> subprocess.Popen:
+    """The orchestration flow alone, with recovery; output appended to ``log_path``."""
+    log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
+    args = [
+        sys.executable,
+        "-m",
+        "bytewax.run",
+        "flows.orchestrate:build_flow()",
+        "-r",
+        str(recovery_dir),
+        "-s",
+        "1",
+        "-b",
+        "0",
+    ]
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bytewax.run",
-            "flows.orchestrate:build_flow()",
-            "-r",
-            str(recovery_dir),
-            "-s",
-            "1",
-            "-b",
-            "0",
-        ],
-        env={**os.environ, **env},
-        start_new_session=True,
+        args, env={**os.environ, **env}, start_new_session=True, stdout=log, stderr=log
     )
 
 
@@ -82,11 +83,16 @@ class Events:
         self._seen = len(self.reader.messages)
         return Counter(e["status"] for evs in self.by_id.values() for e in evs.values())
 
-    def wait(self, status: str, count: int, timeout: float) -> bool:
+    def wait(self, status: str, count: int, timeout: float, process=None) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.poll()[status] >= count:
                 return True
+            if process is not None and process.poll() is not None:
+                raise AssertionError(f"flow exited with {process.returncode}")
+        if process is not None:  # stalled: have it dump its stacks into its log
+            process.send_signal(signal.SIGUSR1)
+            time.sleep(1)
         return False
 
     def statuses(self, rid: str) -> Counter[str]:
@@ -114,23 +120,24 @@ def test_sigkill_and_restart_loses_nothing(engine_env, smtp, monkeypatch, tmp_pa
     scheduled = [req(f"s{i}", f"su{i}", send_at=send_at) for i in range(500)]
 
     events = Events(kafka, settings.events_topic)
-    flow = start_flow(env, recovery)
+    log = tmp_path / "flow.log"
+    flow = start_flow(env, recovery, log)
     produce_all(kafka, settings.requests_topic, plain[:4000] + capped[:250])
-    assert events.wait("sent", 1500, 60)
+    assert events.wait("sent", 1500, 60, flow), log.read_text()[-6000:]
     kill(flow)  # 1: mid-stream, sends in flight
-    flow = start_flow(env, recovery)
+    flow = start_flow(env, recovery, log)
     produce_all(
         kafka, settings.requests_topic, plain[4000:8000] + repeats[:500] + capped[250:] + scheduled
     )
-    assert events.wait("scheduled", 250, 60)
+    assert events.wait("scheduled", 250, 60, flow), log.read_text()[-6000:]
     kill(flow)  # 2: while scheduled notifications are being held
-    flow = start_flow(env, recovery)
+    flow = start_flow(env, recovery, log)
     produce_all(kafka, settings.requests_topic, plain[8000:] + repeats[500:])
-    assert events.wait("deduplicated", 600, 60)
+    assert events.wait("deduplicated", 600, 60, flow), log.read_text()[-6000:]
     kill(flow)  # 3: after repeats of pre-crash ids
-    flow = start_flow(env, recovery)
+    flow = start_flow(env, recovery, log)
     try:
-        assert events.wait("sent", 10_000 + 300 + 500, 120), (
+        assert events.wait("sent", 10_000 + 300 + 500, 120, flow), (
             events.poll(),
             Counter(s for i in range(500) for s in events.statuses(f"s{i}").elements()),
             sum(1 for m in smtp.messages if m.rcpt_tos[0].startswith("su")),
