@@ -66,6 +66,13 @@ class PermanentError(ConnectorError):
     """Retrying cannot help (invalid address, 4xx other than 408/429, auth refused)."""
 
 
+class TokenInvalid(PermanentError):
+    """The device token / subscription is dead (FCM UNREGISTERED, APNs 410, Web Push 404/410).
+
+    The dispatcher reports ``token_invalidated`` and removes the token from the user's profile.
+    """
+
+
 class InvalidRequest(PermanentError):
     """The delivery itself is unusable (e.g. missing subject for a provider that needs one)."""
 

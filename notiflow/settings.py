@@ -153,6 +153,52 @@ class Settings(BaseSettings):
         description="Standard Webhooks signing secret ('whsec_' + base64).",
     )
 
+    # --- Providers (a connector is built only when its credentials are set) -------------
+    providers: str = Field(
+        "{}",
+        description='Provider order per channel (failover), JSON {"default": {"sms": '
+        '["twilio", "vonage"]}, "tenants": {"acme": {...}}}; see docs/connectors.md.',
+    )
+    twilio_account_sid: str | None = Field(None, description="Twilio Account SID (AC...).")
+    twilio_auth_token: str | None = Field(None, description="Twilio auth token.")
+    twilio_from: str | None = Field(None, description="Twilio sender number (E.164).")
+    twilio_messaging_service_sid: str | None = Field(
+        None, description="Twilio Messaging Service SID (MG...), instead of a From number."
+    )
+    twilio_status_callback_url: str | None = Field(
+        None, description="URL Twilio posts delivery receipts to."
+    )
+    twilio_base_url: str = Field("https://api.twilio.com", description="Twilio API base URL.")
+    vonage_api_key: str | None = Field(None, description="Vonage API key.")
+    vonage_api_secret: str | None = Field(None, description="Vonage API secret.")
+    vonage_from: str | None = Field(None, description="Vonage sender id or number.")
+    vonage_base_url: str = Field("https://rest.nexmo.com", description="Vonage SMS API URL.")
+    fcm_project_id: str | None = Field(None, description="Firebase project id.")
+    fcm_credentials_file: Path | None = Field(
+        None, description="Google service-account JSON for FCM."
+    )
+    fcm_base_url: str = Field("https://fcm.googleapis.com", description="FCM API base URL.")
+    apns_key_file: Path | None = Field(None, description="APNs auth key (.p8, ES256).")
+    apns_key_id: str | None = Field(None, description="APNs key id.")
+    apns_team_id: str | None = Field(None, description="Apple developer team id.")
+    apns_topic: str | None = Field(None, description="APNs topic (the app bundle id).")
+    apns_base_url: str = Field("https://api.push.apple.com", description="APNs base URL.")
+    apns_validate_certs: bool = Field(True, description="Verify the APNs TLS certificate.")
+    webpush_vapid_private_key: str | None = Field(
+        None, description="VAPID private key (PEM file path or base64url raw key)."
+    )
+    webpush_vapid_subject: str = Field(
+        "mailto:ops@notiflow.local", description="VAPID subject (mailto: or https:)."
+    )
+    sendgrid_api_key: str | None = Field(None, description="SendGrid API key.")
+    sendgrid_base_url: str = Field("https://api.sendgrid.com", description="SendGrid API URL.")
+    mailgun_api_key: str | None = Field(None, description="Mailgun API key.")
+    mailgun_domain: str | None = Field(None, description="Mailgun sending domain.")
+    mailgun_base_url: str = Field("https://api.mailgun.net", description="Mailgun API URL.")
+    inapp_max_messages: int = Field(
+        1000, ge=1, description="In-app inbox length per user (older entries trimmed)."
+    )
+
     # --- Analytics -----------------------------------------------------------------------
     clickhouse_url: str | None = Field(
         None,
