@@ -1,16 +1,24 @@
-"""One retry policy for every connector: backoff with jitter, Retry-After, dead-lettering.
+"""One delivery policy for every connector: retries, provider limits, breakers, failover,
+the send ledger and dead-lettering.
 
-``Dispatcher.deliver`` takes a batch of deliveries, sends each channel's share through its
-connector (batched and concurrent), retries retryable failures in rounds, and returns the
-delivery events plus dead letters for what failed for good. A 429 carrying Retry-After waits
-as asked without using up an attempt (bounded by ``max_total_s``).
+``Dispatcher.deliver`` takes a batch of deliveries and, per tenant and channel, walks the
+provider chain (``connectors.routing``):
+
+- the ledger (Redis) skips deliveries already sent before a crash and re-emits their event;
+- an open circuit breaker, exhausted retries or a provider auth/config error moves the rest
+  to the next provider (``failed_over``); the last provider's failure is ``failed`` plus a
+  dead letter with the full delivery;
+- retryable errors are retried with backoff and jitter up to ``max_attempts``; a 429 with
+  Retry-After, a wait for tokens of the account-wide ``ProviderLimiter`` and a limiter outage
+  wait without using up an attempt (and a 429 pauses the provider for every worker); all of it
+  bounded by ``max_total_s``;
+- a dead push token is ``token_invalidated`` and removed from the user's tokens.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -18,33 +26,33 @@ from typing import Any
 
 from connectors.base import (
     Connector,
-    ConnectorError,
     Delivery,
-    Outcome,
-    PermanentError,
     RetryableError,
     SendResult,
+    TokenInvalid,
 )
+from connectors.circuit import HALF_OPEN, BreakerPolicy, breaker_for
+from connectors.ledger import SENT, SendLedger
 from connectors.provider_limits import LimiterUnavailable, ProviderLimiter
+from connectors.retry import RetryPolicy
+from connectors.routing import ProviderRoutes
+from connectors.tokens import TokenStore
 from notiflow import metrics
 from notiflow.messages import DeadLetter
-from operators.events import make_event
+from operators.events import make_event, stable_id
 
 logger = logging.getLogger(__name__)
 
+__all__ = ["DispatchOutput", "Dispatcher", "RetryPolicy"]
 
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """Exponential backoff with full jitter, bounded by attempts and total time."""
-
-    max_attempts: int = 3
-    base_delay_s: float = 0.2
-    max_delay_s: float = 5.0
-    max_total_s: float = 60.0
-
-    def backoff(self, attempt: int) -> float:
-        """Delay before attempt ``attempt + 1``."""
-        return random.uniform(0, min(self.max_delay_s, self.base_delay_s * 2 ** (attempt - 1)))
+#: Provider errors that say "this provider is misconfigured", worth trying the next one.
+FAILOVER_STATUSES = frozenset({401, 403, 530, 535})  # HTTP auth; SMTP auth required/failed
+CIRCUIT_EVENTS = {
+    "open": "circuit_opened",
+    "half_open": "circuit_half_open",
+    "closed": "circuit_closed",
+}
+CIRCUIT_GAUGE = {"closed": 0, "half_open": 1, "open": 2}
 
 
 @dataclass(slots=True)
@@ -74,90 +82,253 @@ def _event(delivery: Delivery, status: str, provider: str, now_ms: float, **fiel
 
 
 class Dispatcher:
-    """Route deliveries to connectors by channel and apply the retry policy."""
+    """Deliver batches through provider chains. One per worker event loop."""
 
     def __init__(
         self,
-        connectors: Mapping[str, Connector],
+        routes: ProviderRoutes | Mapping[str, Connector],
         policy: RetryPolicy,
         concurrency: int = 64,
         clock: Callable[[], float] = time.time,
         limiter: ProviderLimiter | None = None,
+        ledger: SendLedger | None = None,
+        tokens: TokenStore | None = None,
+        breaker_policy: BreakerPolicy | None = None,
     ) -> None:
-        self.connectors = dict(connectors)
+        if not isinstance(routes, ProviderRoutes):
+            routes = ProviderRoutes(list(routes.values()))
+        self.routes = routes
         self.policy = policy
         self.concurrency = concurrency
         self.clock = clock
         self.limiter = limiter
+        self.ledger = ledger
+        self.tokens = tokens
+        self.breaker_policy = breaker_policy or BreakerPolicy()
         self._opened = False
 
     async def open(self) -> None:
-        for connector in self.connectors.values():
+        for connector in self.routes.all():
             await connector.open()
-        if self.limiter is not None:
-            await self.limiter.open()
+        for service in (self.limiter, self.ledger):
+            if service is not None:
+                await service.open()
         self._opened = True
 
     async def close(self) -> None:
-        for connector in self.connectors.values():
+        for connector in self.routes.all():
             await connector.close()
-        if self.limiter is not None:
-            await self.limiter.close()
+        for service in (self.limiter, self.ledger, self.tokens):
+            if service is not None:
+                await service.close()
 
     async def deliver(self, deliveries: list[Delivery]) -> DispatchOutput:
-        """Attempt every delivery until sent, failed for good, or out of attempts/time."""
+        """Every delivery ends ``sent``, ``failed`` (+ dead letter), ``dead_lettered`` or
+        ``token_invalidated``; ``retrying``/``failed_over`` events mark the way there."""
         if not self._opened:
             await self.open()
         out = DispatchOutput()
-        by_channel: dict[str, list[Delivery]] = {}
-        for delivery in deliveries:
-            by_channel.setdefault(delivery.channel, []).append(delivery)
+        pending = await self._skip_already_sent(deliveries, out)
+        chains: dict[tuple[str, str], list[Delivery]] = {}
+        for delivery in pending:
+            chains.setdefault((delivery.tenant_id, delivery.channel), []).append(delivery)
         await asyncio.gather(
-            *(self._deliver_channel(ch, group, out) for ch, group in by_channel.items())
+            *(
+                self._deliver_chain(self.routes.chain(tenant, channel), group, out)
+                for (tenant, channel), group in chains.items()
+            )
         )
+        self._breaker_events(out)
         return out
 
-    async def _deliver_channel(self, channel: str, pending: list[Delivery], out: DispatchOutput):
-        connector = self.connectors.get(channel)
-        if connector is None:
+    async def _skip_already_sent(self, deliveries: list[Delivery], out: DispatchOutput):
+        if self.ledger is None or not deliveries:
+            return deliveries
+        entries = await self.ledger.claim(deliveries)
+        pending = []
+        for delivery, entry in zip(deliveries, entries, strict=True):
+            if entry.state != SENT:
+                pending.append(delivery)
+                continue
+            metrics.LEDGER_SKIPPED.inc()
+            fields = dict(entry.sent or {})
+            delivery.attempt = fields.pop("attempt", 1)
+            provider = fields.pop("provider", "unknown")
+            out.events.append(_event(delivery, "sent", provider, self.clock() * 1000, **fields))
+        return pending
+
+    async def _deliver_chain(
+        self, chain: list[Connector], pending: list[Delivery], out: DispatchOutput
+    ) -> None:
+        if not chain:
             now_ms = self.clock() * 1000
             for delivery in pending:
-                reason = f"no provider configured for channel {channel!r}"
+                reason = f"no provider configured for channel {delivery.channel!r}"
                 out.events.append(_event(delivery, "dead_lettered", "none", now_ms, reason=reason))
                 out.dead_letters.append(_letter("undeliverable", reason, delivery))
+            await self._release(pending)
             return
+        for index, connector in enumerate(chain):
+            last = index == len(chain) - 1
+            leftovers = await self._deliver_provider(connector, pending, out, last)
+            if not leftovers:
+                return
+            successor = chain[index + 1].provider
+            now_ms = self.clock() * 1000
+            for delivery, reason in leftovers:
+                out.events.append(
+                    _event(
+                        delivery,
+                        "failed_over",
+                        connector.provider,
+                        now_ms,
+                        reason=f"{reason}; trying {successor}",
+                    )
+                )
+                delivery.attempt = 1
+            metrics.FAILOVERS.labels(from_provider=connector.provider, to_provider=successor).inc(
+                len(leftovers)
+            )
+            pending = [d for d, _ in leftovers]
+
+    async def _deliver_provider(
+        self, connector: Connector, pending: list[Delivery], out: DispatchOutput, last: bool
+    ) -> list[tuple[Delivery, str]]:
+        """Send through one provider; return what should fail over to the next one."""
+        breaker = breaker_for(connector.provider, self.breaker_policy)
         started = time.monotonic()
+        leftovers: list[tuple[Delivery, str]] = []
         while pending:
-            sending, waiting, token_wait = await self._take_tokens(connector, pending, started)
-            if not sending and waiting:
+            if not breaker.allow():
+                if not last:
+                    return leftovers + [(d, "circuit open") for d in pending]
+                wait = max(breaker.retry_in(), 0.05)
+                if time.monotonic() - started + wait > self.policy.max_total_s:
+                    await self._fail(connector, pending, "gave up: circuit open", out)
+                    return leftovers
+                await asyncio.sleep(wait)
+                continue
+            if breaker.state == HALF_OPEN:  # probe with a few, keep the rest for after
+                pending, held = (
+                    pending[: self.breaker_policy.probes],
+                    pending[self.breaker_policy.probes :],
+                )
+            else:
+                held = []
+            sending, waiting, token_wait = await self._take_tokens(connector, pending)
+            if not sending:
                 if time.monotonic() - started + token_wait > self.policy.max_total_s:
-                    self._give_up(connector, waiting, "gave up: provider rate limit", out)
-                    return
+                    await self._fail(connector, waiting + held, "gave up: provider rate limit", out)
+                    return leftovers
                 await asyncio.sleep(token_wait)
+                pending = waiting + held
                 continue
             outcomes = await connector.send_batch(sending, self.concurrency)
-            retry: list[tuple[Delivery, RetryableError]] = []
-            now_ms = self.clock() * 1000
-            for delivery, outcome in zip(sending, outcomes, strict=True):
-                if self._settle(connector, delivery, outcome, now_ms, started, out):
-                    continue
-                retry.append((delivery, outcome))  # type: ignore[arg-type]
-            throttled = [e for _d, e in retry if _is_throttle(e) and e.status == 429]
-            if throttled and self.limiter is not None:  # pause the provider for every worker
-                await self._pause(connector.provider, max(e.retry_after or 0 for e in throttled))
-            for delivery, error in retry:
-                out.events.append(
-                    _event(delivery, "retrying", connector.provider, now_ms, reason=error.reason)
-                )
-                if not _is_throttle(error):
-                    delivery.attempt += 1
+            retry, moved = await self._settle_round(
+                connector, breaker, sending, outcomes, started, last, out
+            )
+            leftovers += moved
             if retry:
                 await asyncio.sleep(max(self._delay(d, e) for d, e in retry))
-            pending = [d for d, _ in retry] + waiting
+            pending = [d for d, _ in retry] + waiting + held
+        return leftovers
 
-    async def _take_tokens(
-        self, connector: Connector, pending: list[Delivery], started: float
-    ) -> tuple[list[Delivery], list[Delivery], float]:
+    async def _settle_round(self, connector, breaker, sending, outcomes, started, last, out):
+        """Record one round's outcomes; return (to retry, to fail over)."""
+        provider = connector.provider
+        now_ms = self.clock() * 1000
+        retry: list[tuple[Delivery, RetryableError]] = []
+        moved: list[tuple[Delivery, str]] = []
+        confirmed: list[tuple[Delivery, dict]] = []
+        failed: list[tuple[Delivery, str]] = []
+        out_of_time = time.monotonic() - started >= self.policy.max_total_s
+        for delivery, outcome in zip(sending, outcomes, strict=True):
+            breaker.record(
+                failed=isinstance(outcome, RetryableError)
+                and not isinstance(outcome, LimiterUnavailable)
+            )
+            if isinstance(outcome, SendResult):
+                metrics.PROVIDER_ATTEMPTS.labels(provider=provider, result="sent").inc()
+                fields = {
+                    "latency_ms": max(0.0, now_ms - delivery.requested_at_ms),
+                    "cost_usd": outcome.cost_usd,
+                    "provider_message_id": outcome.provider_message_id,
+                    "segments": outcome.detail.get("segments"),
+                }
+                real = outcome.detail.get("provider", provider)
+                out.events.append(_event(delivery, "sent", real, now_ms, **fields))
+                confirmed.append(
+                    (delivery, {**fields, "provider": real, "attempt": delivery.attempt})
+                )
+                continue
+            kind = "retryable" if isinstance(outcome, RetryableError) else "permanent"
+            metrics.PROVIDER_ATTEMPTS.labels(provider=provider, result=kind).inc()
+            if isinstance(outcome, TokenInvalid):
+                await self._invalidate(delivery, provider, outcome.reason, now_ms, out)
+            elif isinstance(outcome, RetryableError):
+                if not out_of_time and (
+                    _is_throttle(outcome) or delivery.attempt < self.policy.max_attempts
+                ):
+                    retry.append((delivery, outcome))
+                elif not last:
+                    moved.append((delivery, f"gave up: {outcome.reason}"))
+                else:
+                    failed.append((delivery, f"gave up: {outcome.reason}"))
+            elif outcome.status in FAILOVER_STATUSES and not last:
+                moved.append((delivery, outcome.reason))
+            else:
+                failed.append((delivery, outcome.reason))
+        if self.ledger is not None and confirmed:
+            await self.ledger.confirm(confirmed)
+        for delivery, why in failed:
+            self._failed(delivery, provider, why, now_ms, out)
+        await self._release([d for d, _ in failed])
+        throttled = [e for _d, e in retry if e.status == 429 and e.retry_after]
+        if throttled and self.limiter is not None:
+            await self._pause(provider, max(e.retry_after or 0 for e in throttled))
+        for delivery, error in retry:
+            out.events.append(_event(delivery, "retrying", provider, now_ms, reason=error.reason))
+            if not _is_throttle(error):
+                delivery.attempt += 1
+        return retry, moved
+
+    def _failed(
+        self, delivery: Delivery, provider: str, why: str, now_ms: float, out: DispatchOutput
+    ) -> None:
+        logger.warning(
+            "delivery failed",
+            extra={
+                "notification_id": delivery.notification_id,
+                "channel": delivery.channel,
+                "provider": provider,
+                "reason": why,
+                "attempt": delivery.attempt,
+            },
+        )
+        out.events.append(_event(delivery, "failed", provider, now_ms, reason=why))
+        out.dead_letters.append(_letter("delivery_failed", why, delivery, provider=provider))
+
+    async def _fail(
+        self, connector: Connector, deliveries: list[Delivery], why: str, out: DispatchOutput
+    ) -> None:
+        now_ms = self.clock() * 1000
+        for delivery in deliveries:
+            self._failed(delivery, connector.provider, why, now_ms, out)
+        await self._release(deliveries)
+
+    async def _invalidate(
+        self, delivery: Delivery, provider: str, reason: str, now_ms: float, out: DispatchOutput
+    ) -> None:
+        metrics.TOKENS_INVALIDATED.labels(provider=provider).inc()
+        out.events.append(_event(delivery, "token_invalidated", provider, now_ms, reason=reason))
+        if self.tokens is not None:
+            await self.tokens.remove(delivery.tenant_id, delivery.user_id, delivery.address)
+
+    async def _release(self, deliveries: list[Delivery]) -> None:
+        if self.ledger is not None and deliveries:
+            await self.ledger.release(deliveries)
+
+    async def _take_tokens(self, connector: Connector, pending: list[Delivery]):
         """Split ``pending`` into what the provider's account-wide limit lets go now and the
         rest, with how long to wait for the next token."""
         if self.limiter is None:
@@ -175,71 +346,41 @@ class Dispatcher:
         except RetryableError as error:
             logger.warning("could not pause provider", extra={"error": error.reason})
 
-    def _give_up(
-        self, connector: Connector, deliveries: list[Delivery], why: str, out: DispatchOutput
-    ) -> None:
-        now_ms = self.clock() * 1000
-        for delivery in deliveries:
-            out.events.append(_event(delivery, "failed", connector.provider, now_ms, reason=why))
-            out.dead_letters.append(
-                _letter("delivery_failed", why, delivery, provider=connector.provider)
-            )
-
-    def _settle(
-        self,
-        connector: Connector,
-        delivery: Delivery,
-        outcome: Outcome,
-        now_ms: float,
-        started: float,
-        out: DispatchOutput,
-    ) -> bool:
-        """Record a final outcome and return True, or return False to retry."""
-        provider = connector.provider
-        if isinstance(outcome, SendResult):
-            metrics.PROVIDER_ATTEMPTS.labels(provider=provider, result="sent").inc()
-            latency = max(0.0, now_ms - delivery.requested_at_ms)
-            out.events.append(
-                _event(
-                    delivery,
-                    "sent",
-                    provider,
-                    now_ms,
-                    latency_ms=latency,
-                    cost_usd=outcome.cost_usd,
-                    provider_message_id=outcome.provider_message_id,
-                )
-            )
-            return True
-        error: ConnectorError = outcome
-        kind = "retryable" if isinstance(error, RetryableError) else "permanent"
-        metrics.PROVIDER_ATTEMPTS.labels(provider=provider, result=kind).inc()
-        out_of_time = time.monotonic() - started >= self.policy.max_total_s
-        if (
-            isinstance(error, RetryableError)
-            and not out_of_time
-            and (_is_throttle(error) or delivery.attempt < self.policy.max_attempts)
-        ):
-            return False
-        why = error.reason if isinstance(error, PermanentError) else f"gave up: {error.reason}"
-        logger.warning(
-            "delivery failed",
-            extra={
-                "notification_id": delivery.notification_id,
-                "channel": delivery.channel,
-                "provider": provider,
-                "reason": why,
-                "attempt": delivery.attempt,
-            },
-        )
-        out.events.append(_event(delivery, "failed", provider, now_ms, reason=why))
-        out.dead_letters.append(_letter("delivery_failed", why, delivery, provider=provider))
-        return True
-
     def _delay(self, delivery: Delivery, error: RetryableError) -> float:
         if error.retry_after is not None:
             return min(error.retry_after, self.policy.max_total_s)
         return self.policy.backoff(delivery.attempt)
+
+    def _breaker_events(self, out: DispatchOutput) -> None:
+        now_ms = self.clock() * 1000
+        for connector in self.routes.all():
+            breaker = breaker_for(connector.provider, self.breaker_policy)
+            for change in breaker.take_transitions():
+                metrics.CIRCUIT_STATE.labels(provider=change.provider).set(
+                    CIRCUIT_GAUGE[change.new]
+                )
+                metrics.CIRCUIT_TRANSITIONS.labels(provider=change.provider, state=change.new).inc()
+                logger.warning(
+                    "circuit breaker",
+                    extra={
+                        "provider": change.provider,
+                        "state": change.new,
+                        "reason": change.reason,
+                    },
+                )
+                out.events.append(
+                    make_event(
+                        notification_id=stable_id("circuit", change.provider, now_ms),
+                        tenant_id="system",
+                        user_id="-",
+                        status=CIRCUIT_EVENTS[change.new],
+                        provider=change.provider,
+                        reason=change.reason,
+                        requested_at_ms=now_ms,
+                        now_ms=now_ms,
+                        channel=connector.channel,
+                    )
+                )
 
 
 def _is_throttle(error: RetryableError) -> bool:

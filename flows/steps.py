@@ -12,7 +12,12 @@ from typing import Any
 
 from connectors.base import Delivery
 from connectors.dispatch import Dispatcher, RetryPolicy
-from connectors.registry import build_connectors, build_provider_limiter
+from connectors.registry import (
+    build_ledger,
+    build_provider_limiter,
+    build_routes,
+    build_token_store,
+)
 from notiflow import metrics
 from notiflow.kafka.source import Record, SourceError
 from notiflow.messages import DeadLetter, dead_letter_message, event_message, rejection_message
@@ -133,10 +138,12 @@ class Deliverer:
             )
             loop = asyncio.new_event_loop()
             dispatcher = Dispatcher(
-                build_connectors(s),
+                build_routes(s),
                 policy,
                 s.delivery_concurrency,
                 limiter=build_provider_limiter(s),
+                ledger=build_ledger(s),
+                tokens=build_token_store(s),
             )
             atexit.register(lambda: loop.run_until_complete(dispatcher.close()))
             self._local.loop, self._local.dispatcher = loop, dispatcher

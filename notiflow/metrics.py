@@ -43,3 +43,28 @@ CLICKHOUSE_ROWS = Counter("notiflow_clickhouse_rows_total", "Event rows inserted
 CLICKHOUSE_ERRORS = Counter(
     "notiflow_clickhouse_insert_errors_total", "Failed ClickHouse inserts (retried)"
 )
+CIRCUIT_STATE = Gauge(
+    "notiflow_circuit_state",
+    "Provider circuit breaker: 0 closed, 1 half-open, 2 open",
+    ["provider"],
+)
+CIRCUIT_TRANSITIONS = Counter(
+    "notiflow_circuit_transitions_total", "Breaker state changes", ["provider", "state"]
+)
+FAILOVERS = Counter(
+    "notiflow_failovers_total",
+    "Deliveries moved to the next provider",
+    ["from_provider", "to_provider"],
+)
+TOKENS_INVALIDATED = Counter(
+    "notiflow_tokens_invalidated_total", "Dead push tokens reported by providers", ["provider"]
+)
+LEDGER_SKIPPED = Counter(
+    "notiflow_ledger_skipped_total", "Sends skipped because the ledger shows them sent"
+)
+LEDGER_UNKNOWN = Counter(
+    "notiflow_ledger_unknown_total", "Claimed-but-unconfirmed sends found on replay (resent)"
+)
+LEDGER_UNAVAILABLE = Counter(
+    "notiflow_ledger_unavailable_total", "Ledger operations skipped: Redis unavailable"
+)

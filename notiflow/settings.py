@@ -131,6 +131,9 @@ class Settings(BaseSettings):
     delivery_shards: int = Field(
         4, ge=1, description="Shards per channel for batching (spreads a channel over workers)."
     )
+    send_ledger: bool = Field(
+        True, description="With Redis: never resend a delivery already sent (crash replays)."
+    )
     provider_limits: str = Field(
         "{}",
         description='Account-wide provider rates, JSON {"twilio": [rate_per_s, burst]} (Redis).',

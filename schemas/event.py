@@ -30,6 +30,10 @@ class DeliveryStatus(StrEnum):
     FAILED_OVER = "failed_over"
     DEAD_LETTERED = "dead_lettered"
     TOKEN_INVALIDATED = "token_invalidated"
+    # providers
+    CIRCUIT_OPENED = "circuit_opened"
+    CIRCUIT_HALF_OPEN = "circuit_half_open"
+    CIRCUIT_CLOSED = "circuit_closed"
     # provider receipts
     DELIVERED = "delivered"
     BOUNCED = "bounced"
@@ -63,5 +67,6 @@ class DeliveryEvent(BaseModel):
     campaign_id: str | None = None
     variant: str | None = None
     provider_message_id: str | None = None
+    segments: int | None = Field(None, ge=0, description="SMS segments (GSM-7/UCS-2)")
     requested_at: AwareDatetime
     occurred_at: AwareDatetime

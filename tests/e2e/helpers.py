@@ -13,10 +13,17 @@ from notiflow.ops import read_metric
 FINAL = {"sent", "failed", "dead_lettered", "deduplicated", "rejected"}
 
 
-def wait_for_finals(reader: TopicReader, expected: int, timeout: float) -> Counter[str]:
-    """Read events until ``expected`` final outcomes were seen; return status counts."""
+def wait_for_finals(
+    reader: TopicReader, expected: int, timeout: float, engine=None
+) -> Counter[str]:
+    """Read events until ``expected`` final outcomes were seen; return status counts.
+
+    With ``engine``, fail at once if one of its processes has exited.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if engine is not None and engine.poll():
+            raise AssertionError(f"engine process exited: {engine.poll()}")
         reader.poll(0.2)
         statuses = Counter(orjson.loads(m.value())["status"] for m in reader.messages)
         if sum(n for s, n in statuses.items() if s in FINAL) >= expected:

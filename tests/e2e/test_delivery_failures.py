@@ -54,7 +54,7 @@ def test_retry_then_dead_letter(engine_env, smtp, hooks):
         produce_all(kafka, settings.requests_topic, records)
         events = TopicReader(kafka, settings.events_topic)
         dlq = TopicReader(kafka, settings.dlq_topic)
-        statuses = wait_for_finals(events, 4, 90)
+        statuses = wait_for_finals(events, 4, 90, engine)
         assert dlq.wait_for(2, 30)
         assert engine.poll() is None
         metrics_port = int(engine_env["NOTIFLOW_METRICS_PORT"])

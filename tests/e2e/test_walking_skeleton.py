@@ -74,7 +74,7 @@ def test_thousand_requests_end_to_end(engine_env, smtp, hooks, processes):
         events = TopicReader(kafka, settings.events_topic)
         dlq = TopicReader(kafka, settings.dlq_topic)
         expected_finals = work.emails + work.webhooks + DUPLICATES + MALFORMED
-        statuses = wait_for_finals(events, expected_finals, TIMEOUT_S)
+        statuses = wait_for_finals(events, expected_finals, TIMEOUT_S, engine)
         assert engine.poll() is None, engine.poll()
         assert smtp.wait_for(work.emails, 30)
         assert hooks.wait_for(work.webhooks, 30)
