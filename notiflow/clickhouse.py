@@ -68,6 +68,7 @@ _WIRE_TEXT = pa.struct(
         ("attempt", pa.int64()),
         ("latency_ms", pa.float64()),
         ("cost_usd", pa.float64()),
+        ("segments", pa.int64()),
         *((name, pa.string()) for name in _TIME_FIELDS),
     ]
 )

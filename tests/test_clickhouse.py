@@ -92,10 +92,14 @@ def test_connect_creates_the_configured_database(client: Client, settings: Setti
 
 
 def test_migrate_creates_table_once(client: Client) -> None:
-    assert ch.migrate(client, "test_migrate") == ["0001_create_delivery_events.sql"]
+    every = [path.name for _version, path in ch.migration_files()]
+    assert every[:2] == ["0001_create_delivery_events.sql", "0002_add_segments.sql"]
+    assert ch.migrate(client, "test_migrate") == every
     assert ch.migrate(client, "test_migrate") == []
-    versions = client.query("SELECT version, name FROM test_migrate.schema_migrations").result_rows
-    assert versions == [(1, "0001_create_delivery_events.sql")]
+    versions = client.query(
+        "SELECT version, name FROM test_migrate.schema_migrations ORDER BY version"
+    ).result_rows
+    assert versions == [(version, path.name) for version, path in ch.migration_files()]
     engine, partition, sorting = client.query(
         "SELECT engine, partition_key, sorting_key FROM system.tables "
         "WHERE database = 'test_migrate' AND name = 'delivery_events'"
@@ -297,3 +301,11 @@ def test_locked_data_directory_raises_a_clear_error(settings: Settings, client: 
     assert "LOCKED:" in done.stdout
     assert "stop `notiflow run` or set CLICKHOUSE_URL" in done.stdout
     assert str(settings.data_dir / "clickhouse") in done.stdout
+
+
+def test_sms_segments_are_stored(client: Client, database: str) -> None:
+    ch.insert_events(client, database, [event(1, channel="sms", segments=3), event(2)])
+    rows = client.query(
+        f"SELECT segments FROM {database}.delivery_events FINAL ORDER BY event_id"
+    ).result_rows
+    assert sorted(rows, key=str) == sorted([(3,), (None,)], key=str)
