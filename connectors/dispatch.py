@@ -26,7 +26,9 @@ from typing import Any
 
 from connectors.base import (
     Connector,
+    ConnectorError,
     Delivery,
+    Outcome,
     RetryableError,
     SendResult,
     TokenInvalid,
@@ -223,7 +225,7 @@ class Dispatcher:
                 await asyncio.sleep(token_wait)
                 pending = waiting + held
                 continue
-            outcomes = await connector.send_batch(sending, self.concurrency)
+            outcomes = await self._send(connector, sending)
             retry, moved = await self._settle_round(
                 connector, breaker, sending, outcomes, started, last, out
             )
@@ -232,6 +234,44 @@ class Dispatcher:
                 await asyncio.sleep(max(self._delay(d, e) for d, e in retry))
             pending = [d for d, _ in retry] + waiting + held
         return leftovers
+
+    async def _send(self, connector: Connector, sending: list[Delivery]) -> list[Outcome]:
+        """One attempt for each delivery. With a ledger and a one-at-a-time provider, each
+        send is confirmed in the ledger the moment the provider accepts it, so a crash can
+        only leave the sends of that instant unconfirmed (not a whole round)."""
+        if self.ledger is None or connector.max_batch_size > 1:
+            return await connector.send_batch(sending, self.concurrency)
+        gate = asyncio.Semaphore(self.concurrency)
+        ledger = self.ledger
+
+        async def one(delivery: Delivery) -> Outcome:
+            async with gate:
+                try:
+                    result = await connector.send(delivery)
+                except ConnectorError as error:
+                    return error
+                except Exception as error:  # a connector bug must not lose the batch
+                    return RetryableError(f"unexpected_error: {type(error).__name__}: {error}")
+                fields = self._sent_fields(connector, delivery, result, self.clock() * 1000)
+                result.detail["_ledger_fields"] = fields
+                await ledger.confirm([(delivery, fields)])
+                return result
+
+        return list(await asyncio.gather(*(one(d) for d in sending)))
+
+    @staticmethod
+    def _sent_fields(
+        connector: Connector, delivery: Delivery, result: SendResult, now_ms: float
+    ) -> dict[str, Any]:
+        """What a ``sent`` event carries (also stored in the ledger to re-emit it)."""
+        return {
+            "provider": result.detail.get("provider", connector.provider),
+            "attempt": delivery.attempt,
+            "latency_ms": max(0.0, now_ms - delivery.requested_at_ms),
+            "cost_usd": result.cost_usd,
+            "provider_message_id": result.provider_message_id,
+            "segments": result.detail.get("segments"),
+        }
 
     async def _settle_round(self, connector, breaker, sending, outcomes, started, last, out):
         """Record one round's outcomes; return (to retry, to fail over)."""
@@ -249,17 +289,12 @@ class Dispatcher:
             )
             if isinstance(outcome, SendResult):
                 metrics.PROVIDER_ATTEMPTS.labels(provider=provider, result="sent").inc()
-                fields = {
-                    "latency_ms": max(0.0, now_ms - delivery.requested_at_ms),
-                    "cost_usd": outcome.cost_usd,
-                    "provider_message_id": outcome.provider_message_id,
-                    "segments": outcome.detail.get("segments"),
-                }
-                real = outcome.detail.get("provider", provider)
-                out.events.append(_event(delivery, "sent", real, now_ms, **fields))
-                confirmed.append(
-                    (delivery, {**fields, "provider": real, "attempt": delivery.attempt})
-                )
+                fields = outcome.detail.pop("_ledger_fields", None)
+                if fields is None:  # not confirmed yet (batch provider or no ledger)
+                    fields = self._sent_fields(connector, delivery, outcome, now_ms)
+                    confirmed.append((delivery, fields))
+                shown = {k: v for k, v in fields.items() if k not in ("provider", "attempt")}
+                out.events.append(_event(delivery, "sent", fields["provider"], now_ms, **shown))
                 continue
             kind = "retryable" if isinstance(outcome, RetryableError) else "permanent"
             metrics.PROVIDER_ATTEMPTS.labels(provider=provider, result=kind).inc()
