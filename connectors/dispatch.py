@@ -34,7 +34,7 @@ from connectors.base import (
     TokenInvalid,
 )
 from connectors.circuit import HALF_OPEN, BreakerPolicy, breaker_for
-from connectors.ledger import SENT, SendLedger
+from connectors.ledger import SENDING, SENT, SendLedger
 from connectors.provider_limits import LimiterUnavailable, ProviderLimiter
 from connectors.retry import RetryPolicy
 from connectors.routing import ProviderRoutes
@@ -148,7 +148,11 @@ class Dispatcher:
             return deliveries
         entries = await self.ledger.claim(deliveries)
         pending = []
+        skipped: list[Delivery] = []
         for delivery, entry in zip(deliveries, entries, strict=True):
+            if entry.state == SENDING and self.ledger.in_flight == "skip":
+                skipped.append(delivery)
+                continue
             if entry.state != SENT:
                 pending.append(delivery)
                 continue
@@ -157,6 +161,12 @@ class Dispatcher:
             delivery.attempt = fields.pop("attempt", 1)
             provider = fields.pop("provider", "unknown")
             out.events.append(_event(delivery, "sent", provider, self.clock() * 1000, **fields))
+        why = "outcome unknown: the process died mid-send; not resent (ledger in_flight=skip)"
+        now_ms = self.clock() * 1000
+        for delivery in skipped:
+            out.events.append(_event(delivery, "failed", "unknown", now_ms, reason=why))
+            out.dead_letters.append(_letter("outcome_unknown", why, delivery))
+        await self._release(skipped)
         return pending
 
     async def _deliver_chain(
@@ -246,6 +256,7 @@ class Dispatcher:
 
         async def one(delivery: Delivery) -> Outcome:
             async with gate:
+                await ledger.mark_sending(delivery)
                 try:
                     result = await connector.send(delivery)
                 except ConnectorError as error:
@@ -297,9 +308,10 @@ class Dispatcher:
                 out.events.append(_event(delivery, "sent", fields["provider"], now_ms, **shown))
                 continue
             kind = "retryable" if isinstance(outcome, RetryableError) else "permanent"
-            metrics.PROVIDER_ATTEMPTS.labels(provider=provider, result=kind).inc()
+            real = getattr(outcome, "provider", None) or provider  # e.g. "fcm" behind "push"
+            metrics.PROVIDER_ATTEMPTS.labels(provider=real, result=kind).inc()
             if isinstance(outcome, TokenInvalid):
-                await self._invalidate(delivery, provider, outcome.reason, now_ms, out)
+                await self._invalidate(delivery, real, outcome.reason, now_ms, out)
             elif isinstance(outcome, RetryableError):
                 if not out_of_time and (
                     _is_throttle(outcome) or delivery.attempt < self.policy.max_attempts

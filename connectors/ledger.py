@@ -6,9 +6,11 @@ attempt and message id. On a replay after a crash:
 
 - ``sent``: skip the provider; the dispatcher re-emits the identical ``sent`` event (same
   event id, so analytics count it once);
-- ``claimed`` (claimed by a process that died before confirming): the outcome is unknown —
-  the provider may or may not have accepted. It is sent again (a lost notification is worse
-  than a possible duplicate) and counted as ``notiflow_ledger_unknown_total``;
+- ``claimed``: claimed by a process that died before starting the send: sent (safe);
+- ``sending``: the send had started when the process died, so the provider may or may not
+  have accepted it. ``in_flight="resend"`` (default) sends it again — a lost notification is
+  worse than a possible duplicate; ``in_flight="skip"`` reports it ``failed`` with the reason
+  and dead-letters it instead (no duplicates). Counted as ``notiflow_ledger_unknown_total``;
 - ``new``: send.
 
 A final failure releases the claim, so a replay from the DLQ can try again. If Redis is
@@ -33,7 +35,7 @@ from notiflow import metrics
 logger = logging.getLogger(__name__)
 
 DEFAULT_TTL_S = 7 * 86400
-NEW, SENT, CLAIMED = "new", "sent", "claimed"
+NEW, SENT, CLAIMED, SENDING = "new", "sent", "claimed", "sending"
 
 # KEYS: ledger keys. ARGV[1]: ttl seconds. Returns, per key, "" (claimed now) or its value.
 _CLAIM = """
@@ -67,13 +69,22 @@ def _parse(value: bytes | str) -> LedgerEntry:
         return LedgerEntry(NEW)
     if raw.startswith(b"{"):
         return LedgerEntry(SENT, orjson.loads(raw))
-    return LedgerEntry(CLAIMED)
+    return LedgerEntry(SENDING if raw == b"sending" else CLAIMED)
 
 
 class SendLedger:
     """Async Redis ledger; one per worker event loop."""
 
-    def __init__(self, url: str, ttl_s: int = DEFAULT_TTL_S, prefix: str = "notiflow:ledger"):
+    def __init__(
+        self,
+        url: str,
+        ttl_s: int = DEFAULT_TTL_S,
+        prefix: str = "notiflow:ledger",
+        in_flight: str = "resend",
+    ) -> None:
+        if in_flight not in ("resend", "skip"):
+            raise ValueError("in_flight must be 'resend' or 'skip'")
+        self.in_flight = in_flight
         self.url = url
         self.ttl_s = ttl_s
         self.prefix = prefix
@@ -105,10 +116,14 @@ class SendLedger:
             )
             return [LedgerEntry(NEW)] * len(deliveries)
         entries = [_parse(v) for v in values]
-        unknown = sum(1 for e in entries if e.state == CLAIMED)
+        unknown = sum(1 for e in entries if e.state == SENDING)
         if unknown:
             metrics.LEDGER_UNKNOWN.inc(unknown)
         return entries
+
+    async def mark_sending(self, delivery: Delivery) -> None:
+        """Record that the send is starting (its outcome is unknown until ``confirm``)."""
+        await self._write([(ledger_key(self.prefix, delivery), b"sending")])
 
     async def confirm(self, confirmed: Sequence[tuple[Delivery, dict[str, Any]]]) -> None:
         """Mark deliveries sent, storing their ``sent`` event fields (one pipeline)."""

@@ -95,7 +95,7 @@ def build_ledger(settings: Settings) -> SendLedger | None:
     """The send ledger, when Redis is configured and the ledger is on."""
     if not (settings.redis_url and settings.send_ledger):
         return None
-    return SendLedger(settings.redis_url)
+    return SendLedger(settings.redis_url, in_flight=settings.ledger_in_flight)
 
 
 def build_token_store(settings: Settings) -> TokenStore | None:

@@ -18,6 +18,7 @@ import os
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -133,6 +134,11 @@ class Settings(BaseSettings):
     )
     send_ledger: bool = Field(
         True, description="With Redis: never resend a delivery already sent (crash replays)."
+    )
+    ledger_in_flight: Literal["resend", "skip"] = Field(
+        "resend",
+        description="After a crash, a send whose outcome is unknown is resent (at-least-once) "
+        "or skipped and reported failed (no duplicates).",
     )
     provider_limits: str = Field(
         "{}",

@@ -27,6 +27,8 @@ from notiflow.kafka.admin import partition_count
 logger = logging.getLogger(__name__)
 
 IDLE_WAIT = timedelta(milliseconds=5)
+OUT_OF_RANGE_WAIT = timedelta(milliseconds=200)
+OUT_OF_RANGE_RETRIES = 50  # ~10 s of re-seeking before treating the records as gone
 LAG_REPORT_INTERVAL_S = 1.0
 
 
@@ -59,6 +61,8 @@ class _PartitionReader(StatefulSourcePartition[Record | SourceError, int]):
         self._batch_size = batch_size
         self._awake_at: datetime | None = None
         self._lag_reported_at = 0.0
+        self._out_of_range_count = 0
+        self._hold_until: datetime | None = None
         self._consumer = Consumer(config)
         self._assignment = TopicPartition(topic, partition, offset)
         self._consumer.assign([self._assignment])
@@ -67,7 +71,8 @@ class _PartitionReader(StatefulSourcePartition[Record | SourceError, int]):
     def next_batch(self) -> list[Record | SourceError]:
         messages = self._consumer.consume(self._batch_size, 0)
         if not messages:
-            self._awake_at = datetime.now(UTC) + IDLE_WAIT
+            now = datetime.now(UTC)
+            self._awake_at = max(now + IDLE_WAIT, self._hold_until or now)
             self._report_lag()
             return []
         self._awake_at = None
@@ -77,7 +82,19 @@ class _PartitionReader(StatefulSourcePartition[Record | SourceError, int]):
             if error is not None:
                 if error.code() == ConfluentKafkaError._PARTITION_EOF:
                     continue
-                logger.error("kafka consumer error", extra={"error": str(error)})
+                if error.code() == ConfluentKafkaError.OFFSET_OUT_OF_RANGE:
+                    batch.extend(self._out_of_range())
+                    break
+                logger.error(
+                    "kafka consumer error",
+                    extra={
+                        "error": str(error),
+                        "code": error.code(),
+                        "topic": self._topic,
+                        "partition": self._partition,
+                        "next_offset": self._next_offset,
+                    },
+                )
                 metrics.SOURCE_ERRORS.labels(topic=self._topic).inc()
                 batch.append(
                     SourceError(self._topic, self._partition, self._next_offset, str(error))
@@ -95,8 +112,40 @@ class _PartitionReader(StatefulSourcePartition[Record | SourceError, int]):
                 )
             )
             self._next_offset = message.offset() + 1
+            self._out_of_range_count = 0
         self._report_lag()
         return batch
+
+    def _out_of_range(self) -> list[SourceError]:
+        """Our next offset is outside the log. A broker that lags (Tansu's reported end can
+        trail the last batch) recovers within moments: re-seek to the same offset. If it
+        persists the records are gone (retention): report it and go on from the earliest."""
+        self._out_of_range_count += 1
+        position = TopicPartition(self._topic, self._partition, self._next_offset)
+        if self._out_of_range_count <= OUT_OF_RANGE_RETRIES:
+            logger.warning(
+                "offset out of range; seeking again",
+                extra={
+                    "topic": self._topic,
+                    "partition": self._partition,
+                    "next_offset": self._next_offset,
+                },
+            )
+            self._consumer.seek(position)
+            self._hold_until = datetime.now(UTC) + OUT_OF_RANGE_WAIT
+            return []
+        reason = (
+            f"offset {self._next_offset} is no longer in the log (retention?); "
+            "continuing from the earliest available record"
+        )
+        logger.error(
+            "offset out of range; records lost upstream",
+            extra={"topic": self._topic, "partition": self._partition, "reason": reason},
+        )
+        metrics.SOURCE_ERRORS.labels(topic=self._topic).inc()
+        self._out_of_range_count = 0
+        self._consumer.seek(TopicPartition(self._topic, self._partition, OFFSET_BEGINNING))
+        return [SourceError(self._topic, self._partition, self._next_offset, reason)]
 
     def _report_lag(self) -> None:
         now = time.monotonic()
@@ -144,6 +193,7 @@ class KafkaRecordSource(FixedPartitionedSource[Record | SourceError, int]):
             "group.id": "notiflow-unused",  # offsets are in recovery snapshots, not a group
             "enable.auto.commit": False,
             "enable.partition.eof": False,
+            "auto.offset.reset": "error",  # never jump silently: out-of-range is an error
             "fetch.wait.max.ms": 20,
             **self._config,
         }

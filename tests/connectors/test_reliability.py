@@ -16,6 +16,7 @@ from connectors.routing import ProviderRoutes
 from notiflow import metrics
 from notiflow.devservices import RedisServer, SmtpCatcher
 
+DEAD, LIVE = "dEaD" + "x" * 150, "LiVe" + "y" * 150  # FCM registration-token shaped
 FAST = RetryPolicy(max_attempts=2, base_delay_s=0.01, max_delay_s=0.02, max_total_s=20)
 _names = itertools.count()
 
@@ -130,13 +131,45 @@ def test_ledger_prevents_a_resend_and_reemits_the_same_event(run, relays, redis_
     assert metrics.LEDGER_SKIPPED._value.get() >= 4
 
 
+def test_in_flight_at_a_crash_can_be_skipped_instead(run, relays, redis_url, make_delivery):
+    import redis
+
+    primary, _backup, first, _second = relays
+    prefix = f"t{next(_names)}"
+    [delivery] = emails(make_delivery, 1)
+    redis.Redis.from_url(redis_url).set(ledger_key(prefix, delivery), "sending")  # a crash
+    ledger = SendLedger(redis_url, prefix=prefix, in_flight="skip")
+    [result] = run(
+        deliver_rounds(Dispatcher(ProviderRoutes([first]), FAST, ledger=ledger), [delivery])
+    )
+    assert statuses(result) == {"failed": 1} and primary.count == 0
+    assert "outcome unknown" in result.events[0]["reason"]
+    assert result.dead_letters[0].kind == "outcome_unknown"
+
+
+def test_claimed_but_never_started_is_sent(run, relays, redis_url, make_delivery):
+    import redis
+
+    primary, _backup, first, _second = relays
+    prefix = f"t{next(_names)}"
+    [delivery] = emails(make_delivery, 1)
+    redis.Redis.from_url(redis_url).set(ledger_key(prefix, delivery), "claimed")
+    before = metrics.LEDGER_UNKNOWN._value.get()
+    ledger = SendLedger(redis_url, prefix=prefix, in_flight="skip")
+    [result] = run(
+        deliver_rounds(Dispatcher(ProviderRoutes([first]), FAST, ledger=ledger), [delivery])
+    )
+    assert statuses(result) == {"sent": 1} and primary.count == 1  # never started: safe
+    assert metrics.LEDGER_UNKNOWN._value.get() == before
+
+
 def test_claimed_but_unconfirmed_is_resent_and_counted(run, relays, redis_url, make_delivery):
     import redis
 
     primary, _backup, first, _second = relays
     prefix = f"t{next(_names)}"
     [delivery] = emails(make_delivery, 1)
-    redis.Redis.from_url(redis_url).set(ledger_key(prefix, delivery), "claimed")  # a crash
+    redis.Redis.from_url(redis_url).set(ledger_key(prefix, delivery), "sending")  # a crash
     before = metrics.LEDGER_UNKNOWN._value.get()
     dispatcher = Dispatcher(
         ProviderRoutes([first]), FAST, ledger=SendLedger(redis_url, prefix=prefix)
@@ -158,3 +191,34 @@ def test_final_failure_releases_the_claim(run, relays, redis_url, make_delivery)
     )
     run(deliver_rounds(dispatcher, [delivery]))
     assert redis.Redis.from_url(redis_url).get(ledger_key(prefix, delivery)) is None
+
+
+def test_dead_push_token_is_invalidated_and_removed(run, redis_url, make_delivery):
+    from connectors.push.fcm import FcmConnector
+    from connectors.push.router import PushRouter
+    from connectors.tokens import TokenStore
+    from notiflow.devservices.fcm_api import FcmApi
+
+    with FcmApi(project_id="p") as api:
+        fcm = FcmConnector("p", api.credentials(), base_url=api.base_url, timeout=5)
+        api.kill_token(DEAD)
+        tokens = TokenStore(redis_url)
+        deliveries = [
+            make_delivery(channel="push", address=f"fcm:{t}", user_id="u-push")
+            for t in (DEAD, LIVE)
+        ]
+
+        async def go():
+            await tokens.add("acme", "u-push", f"fcm:{DEAD}", f"fcm:{LIVE}")
+            dispatcher = Dispatcher(
+                ProviderRoutes([PushRouter({"fcm": fcm})]), FAST, tokens=TokenStore(redis_url)
+            )
+            [result] = await deliver_rounds(dispatcher, deliveries)
+            remaining = await tokens.list("acme", "u-push")
+            await tokens.close()
+            return result, remaining
+
+        result, remaining = run(go())
+    assert statuses(result) == {"token_invalidated": 1, "sent": 1}
+    assert {e["provider"] for e in result.events} == {"fcm"}  # the platform, not "push"
+    assert remaining == {f"fcm:{LIVE}"} and result.dead_letters == []
