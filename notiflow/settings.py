@@ -88,7 +88,9 @@ class Settings(BaseSettings):
     recovery_dir: Path | None = Field(
         None, description="Enable bytewax recovery with SQLite partitions in this directory."
     )
-    snapshot_interval_seconds: float = Field(10.0, gt=0, description="Recovery snapshot interval.")
+    snapshot_interval_seconds: int = Field(
+        10, ge=1, description="Recovery snapshot interval (whole seconds, as bytewax takes)."
+    )
     data_dir: Path = Field(Path(".notiflow"), description="Where embedded state is kept.")
     dedup_window_seconds: float = Field(
         24 * 3600, gt=0, description="How long a request id is remembered for idempotency."

@@ -243,3 +243,28 @@ def test_sigkill_and_restart_loses_nothing(engine_env, ledger_env, smtp, monkeyp
         assert missing == 0  # every notification reached the inbox
     if ledger_env.get("NOTIFLOW_LEDGER_IN_FLIGHT") == "resend":
         assert duplicates <= 3 * 64  # only sends in flight at a kill can repeat
+
+
+@pytest.mark.e2e
+def test_engine_recovery_dir_keeps_scheduled_notifications(engine_env, smtp, monkeypatch, tmp_path):
+    """`notiflow run --recovery-dir`: stop the engine while a notification is scheduled; a
+    new engine on the same directory sends it once, at its time."""
+    monkeypatch.setenv("NOTIFLOW_RECOVERY_DIR", str(tmp_path / "recovery"))
+    monkeypatch.setenv("NOTIFLOW_SNAPSHOT_INTERVAL_SECONDS", "1")
+    settings = Settings()
+    kafka = {"bootstrap.servers": engine_env["KAFKA_BOOTSTRAP_SERVERS"]}
+    send_at = (datetime.now(UTC) + timedelta(seconds=8)).isoformat()
+    events = Events(kafka, settings.events_topic)
+    with Engine(settings) as engine:
+        produce_all(kafka, settings.requests_topic, [req("later", "u-later", send_at=send_at)])
+        assert events.wait("scheduled", 1, 60), engine.poll()
+        time.sleep(2.5)  # a snapshot holds it
+    assert smtp.count == 0
+    assert any((tmp_path / "recovery" / "orchestrate").glob("*.sqlite3"))
+    with Engine(settings) as engine:
+        assert events.wait("sent", 1, 60), engine.poll()
+        time.sleep(1)
+    events.poll()
+    events.reader.close()
+    assert events.statuses("later") == {"accepted": 1, "scheduled": 1, "sent": 1}
+    assert smtp.count == 1

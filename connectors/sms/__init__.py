@@ -1,0 +1,1 @@
+"""SMS connectors: ``twilio.TwilioSmsConnector``, ``vonage.VonageSmsConnector``; segment maths."""

@@ -1,0 +1,1 @@
+"""Voice connectors: ``twilio.TwilioVoiceConnector`` (text-to-speech calls)."""
