@@ -34,7 +34,7 @@ from connectors.base import (
     TokenInvalid,
 )
 from connectors.circuit import HALF_OPEN, BreakerPolicy, breaker_for
-from connectors.ledger import SENDING, SENT, SendLedger
+from connectors.ledger import SENDING, SENT, UNKNOWN, SendLedger
 from connectors.provider_limits import LimiterUnavailable, ProviderLimiter
 from connectors.retry import RetryPolicy
 from connectors.routing import ProviderRoutes
@@ -148,10 +148,12 @@ class Dispatcher:
             return deliveries
         entries = await self.ledger.claim(deliveries)
         pending = []
-        skipped: list[Delivery] = []
+        skipped: list[tuple[Delivery, bool]] = []
         for delivery, entry in zip(deliveries, entries, strict=True):
-            if entry.state == SENDING and self.ledger.in_flight == "skip":
-                skipped.append(delivery)
+            if entry.state == UNKNOWN or (
+                entry.state == SENDING and self.ledger.in_flight == "skip"
+            ):
+                skipped.append((delivery, entry.state == SENDING))
                 continue
             if entry.state != SENT:
                 pending.append(delivery)
@@ -163,10 +165,11 @@ class Dispatcher:
             out.events.append(_event(delivery, "sent", provider, self.clock() * 1000, **fields))
         why = "outcome unknown: the process died mid-send; not resent (ledger in_flight=skip)"
         now_ms = self.clock() * 1000
-        for delivery in skipped:
+        for delivery, first_time in skipped:  # the same failed event on every replay
             out.events.append(_event(delivery, "failed", "unknown", now_ms, reason=why))
-            out.dead_letters.append(_letter("outcome_unknown", why, delivery))
-        await self._release(skipped)
+            if first_time:
+                out.dead_letters.append(_letter("outcome_unknown", why, delivery))
+        await self.ledger.mark_unknown([d for d, first_time in skipped if first_time])
         return pending
 
     async def _deliver_chain(

@@ -10,7 +10,9 @@ attempt and message id. On a replay after a crash:
 - ``sending``: the send had started when the process died, so the provider may or may not
   have accepted it. ``in_flight="resend"`` (default) sends it again — a lost notification is
   worse than a possible duplicate; ``in_flight="skip"`` reports it ``failed`` with the reason
-  and dead-letters it instead (no duplicates). Counted as ``notiflow_ledger_unknown_total``;
+  and dead-letters it instead (no duplicates), and keeps an ``unknown`` tombstone so later
+  replays report the same failure rather than send. Counted as
+  ``notiflow_ledger_unknown_total``;
 - ``new``: send.
 
 A final failure releases the claim, so a replay from the DLQ can try again. If Redis is
@@ -35,7 +37,7 @@ from notiflow import metrics
 logger = logging.getLogger(__name__)
 
 DEFAULT_TTL_S = 7 * 86400
-NEW, SENT, CLAIMED, SENDING = "new", "sent", "claimed", "sending"
+NEW, SENT, CLAIMED, SENDING, UNKNOWN = "new", "sent", "claimed", "sending", "unknown"
 
 # KEYS: ledger keys. ARGV[1]: ttl seconds. Returns, per key, "" (claimed now) or its value.
 _CLAIM = """
@@ -69,7 +71,7 @@ def _parse(value: bytes | str) -> LedgerEntry:
         return LedgerEntry(NEW)
     if raw.startswith(b"{"):
         return LedgerEntry(SENT, orjson.loads(raw))
-    return LedgerEntry(SENDING if raw == b"sending" else CLAIMED)
+    return LedgerEntry({b"sending": SENDING, b"unknown": UNKNOWN}.get(raw, CLAIMED))
 
 
 class SendLedger:
@@ -130,6 +132,11 @@ class SendLedger:
         await self._write(
             [(ledger_key(self.prefix, d), orjson.dumps(fields)) for d, fields in confirmed]
         )
+
+    async def mark_unknown(self, deliveries: Sequence[Delivery]) -> None:
+        """Record, for good, that these sends' outcomes are unknown and were not resent
+        (``in_flight="skip"``): later replays report them failed again, never send them."""
+        await self._write([(ledger_key(self.prefix, d), b"unknown") for d in deliveries])
 
     async def release(self, deliveries: Sequence[Delivery]) -> None:
         """Forget claims of deliveries that failed for good (a DLQ replay may resend)."""

@@ -145,6 +145,12 @@ def test_in_flight_at_a_crash_can_be_skipped_instead(run, relays, redis_url, mak
     assert statuses(result) == {"failed": 1} and primary.count == 0
     assert "outcome unknown" in result.events[0]["reason"]
     assert result.dead_letters[0].kind == "outcome_unknown"
+    ledger = SendLedger(redis_url, prefix=prefix, in_flight="skip")  # a later replay
+    [again] = run(
+        deliver_rounds(Dispatcher(ProviderRoutes([first]), FAST, ledger=ledger), [delivery])
+    )
+    assert primary.count == 0 and again.dead_letters == []  # still not sent, not re-queued
+    assert [e["event_id"] for e in again.events] == [e["event_id"] for e in result.events]
 
 
 def test_claimed_but_never_started_is_sent(run, relays, redis_url, make_delivery):

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import email
+import email.policy
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
+from email.message import EmailMessage
+from typing import cast
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from connectors.base import (
     ConnectorError,
@@ -17,6 +23,7 @@ from connectors.base import (
     RetryableError,
     SendResult,
 )
+from connectors.email import mime
 from connectors.email.smtp import SmtpConnector
 from notiflow.devservices import SmtpCatcher, free_port
 from notiflow.settings import Settings
@@ -344,3 +351,76 @@ def test_from_settings_and_validation() -> None:
         SmtpConnector(sender="no address here")
     with pytest.raises(ValueError):
         SmtpConnector(pool_size=0)
+
+
+# --- the MIME writer (connectors.email.mime): what the stdlib parser reads back ------------
+_TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"))
+_HEADER = st.text(st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=200)
+
+
+def _parse(raw: bytes) -> EmailMessage:
+    return cast(EmailMessage, email.message_from_bytes(raw, policy=email.policy.default))
+
+
+def _canonical(text: str) -> str:
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text if text.endswith("\n") else text + "\n"
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    subject=_HEADER.filter(lambda s: s == s.strip() and "  " not in s),
+    body=_TEXT,
+    html=st.none() | _TEXT,
+)
+def test_mime_round_trips_through_the_stdlib_parser(
+    subject: str, body: str, html: str | None
+) -> None:
+    connector = SmtpConnector(local_hostname="tests.local", sender='"Shop, Inc." <s@shop.example>')
+    delivery = Delivery("n-1", "acme", "u-1", "email", ADDRESS, body, subject=subject, html=html)
+    raw = connector.render(delivery).raw
+    lines = raw.split(b"\r\n")
+    assert raw.isascii() and b"\r" not in b"".join(lines) and b"\n" not in b"".join(lines)
+    assert max(map(len, lines)) <= 998
+    message = _parse(raw)
+    assert not message.defects
+    assert message["Subject"] == subject
+    assert message.get_body(("plain",)).get_content().replace("\r\n", "\n") == _canonical(body)
+    if html is not None:
+        assert message.get_content_type() == "multipart/alternative"
+        assert message.get_body(("html",)).get_content().replace("\r\n", "\n") == _canonical(html)
+
+
+@pytest.mark.parametrize(
+    ("body", "encoding"),
+    [
+        ("plain ASCII\n.leading dot\n", "7bit"),
+        ("x" * 2000, "quoted-printable"),
+        ("Grüße aus Köln, wir freuen uns auf Ihren Besuch", "quoted-printable"),
+        ("日本語のテキスト" * 20, "base64"),
+    ],
+    ids=["7bit", "long_line", "latin", "cjk"],
+)
+def test_mime_body_encoding(body: str, encoding: str, smtp_catcher, make_delivery, run) -> None:
+    delivery = make_delivery(body=body, subject="ü" * 120)
+    assert isinstance(run(attempt(connector_for(smtp_catcher), delivery)), SendResult)
+    assert smtp_catcher.wait_for(1, timeout=5)
+    message = smtp_catcher.messages[0].message
+    assert message["Content-Transfer-Encoding"] == encoding
+    assert message.get_content().replace("\r\n", "\n") == _canonical(body)
+    assert message["Subject"] == "ü" * 120  # several encoded words, folded
+    raw_lines = smtp_catcher.messages[0].raw.split(b"\r\n")
+    assert all(len(line) <= 78 for line in raw_lines if line.startswith((b"Subject", b" =?")))
+
+
+def test_mime_quotes_display_names_and_escapes_encoded_word_lookalikes() -> None:
+    assert mime.format_address('Smith, "J"', "j@x.org") == '"Smith, \\"J\\"" <j@x.org>'
+    assert mime.format_address("", "j@x.org") == "j@x.org"
+    assert mime.format_address("Zoë", "z@x.org").startswith("=?utf-8?b?")
+    assert mime.header("Subject", "=?utf-8?b?SGk=?=").startswith("Subject: =?utf-8?b?")
+    with pytest.raises(ValueError):
+        mime.header("Subject", "a\nb")
+    with pytest.raises(ValueError):
+        mime.header("X-Long", "y" * 1200)
+    with pytest.raises(ValueError):
+        mime.parse_address("a@b.org>\r\nRCPT TO:<x@y.z")

@@ -1,0 +1,1 @@
+"""In-app notifications: per-user inboxes the gateway reads (``redis_inbox``)."""
