@@ -91,6 +91,8 @@ class Connector(ABC):
     provider: ClassVar[str]
     #: Provider batch size for ``send_batch``; 1 means "no batch API".
     max_batch_size: ClassVar[int] = 1
+    #: Estimated USD per message when a send reports no cost (set from settings).
+    cost_per_message: float | None = None
 
     async def open(self) -> None:  # noqa: B027 - optional hook
         """Create clients and pools. Called once before the first send."""

@@ -282,7 +282,9 @@ class Dispatcher:
             "provider": result.detail.get("provider", connector.provider),
             "attempt": delivery.attempt,
             "latency_ms": max(0.0, now_ms - delivery.requested_at_ms),
-            "cost_usd": result.cost_usd,
+            "cost_usd": result.cost_usd
+            if result.cost_usd is not None
+            else connector.cost_per_message,
             "provider_message_id": result.provider_message_id,
             "segments": result.detail.get("segments"),
         }

@@ -69,6 +69,10 @@ def build_connectors(settings: Settings) -> list[Connector]:
         WebhookConnector.from_settings(settings),
     ]
     connectors += [make() for configured, make in _optional(settings) if configured]
+    costs = orjson.loads(settings.provider_costs)
+    for connector in connectors:
+        if connector.provider in costs:
+            connector.cost_per_message = float(costs[connector.provider])
     logger.info("connectors", extra={"providers": [c.provider for c in connectors]})
     return connectors
 

@@ -134,6 +134,11 @@ class Settings(BaseSettings):
     delivery_shards: int = Field(
         4, ge=1, description="Shards per channel for batching (spreads a channel over workers)."
     )
+    provider_costs: str = Field(
+        '{"smtp": 0.0001, "sendgrid": 0.0006, "mailgun": 0.0008, "fcm": 0, "apns": 0, '
+        '"webpush": 0, "push": 0, "redis_inbox": 0, "webhook": 0}',
+        description="Estimated USD per message by provider, when the provider reports none.",
+    )
     send_ledger: bool = Field(
         True, description="With Redis: never resend a delivery already sent (crash replays)."
     )
@@ -158,6 +163,11 @@ class Settings(BaseSettings):
     smtp_pool_size: int = Field(8, ge=1, description="Pooled SMTP connections per process.")
     smtp_timeout_seconds: float = Field(15.0, gt=0, description="SMTP operation timeout.")
 
+    webhook_endpoint_secrets: str = Field(
+        "{}",
+        description='Per-endpoint signing secrets, JSON {"https://host": "whsec_..."} keyed by '
+        "endpoint URL, origin or tenant id.",
+    )
     webhook_timeout_seconds: float = Field(10.0, gt=0, description="Webhook request timeout.")
     webhook_secret: str = Field(
         "whsec_bm90aWZsb3ctZGV2LXNlY3JldA==",

@@ -129,11 +129,17 @@ class WebhookConnector(Connector):
         self,
         secret: str,
         *,
+        endpoint_secrets: Mapping[str, str] | None = None,
         timeout: float = DEFAULT_TIMEOUT_S,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         user_agent: str = USER_AGENT,
     ) -> None:
-        _secret_key(secret)  # fail fast on a malformed secret
+        """``endpoint_secrets``: per-endpoint signing secrets, keyed by the endpoint URL, its
+        origin (``https://host:port``) or a tenant id — the most specific match wins, then
+        ``secret``."""
+        for candidate in (secret, *(endpoint_secrets or {}).values()):
+            _secret_key(candidate)  # fail fast on a malformed secret
+        self.endpoint_secrets = dict(endpoint_secrets or {})
         if timeout <= 0:
             raise ValueError("timeout must be positive")
         if max_connections < 1:
@@ -148,6 +154,7 @@ class WebhookConnector(Connector):
     def from_settings(cls, settings: Settings) -> WebhookConnector:
         return cls(
             settings.webhook_secret,
+            endpoint_secrets=orjson.loads(settings.webhook_endpoint_secrets),
             timeout=settings.webhook_timeout_seconds,
             max_connections=max(settings.delivery_concurrency, 1),
         )
@@ -193,15 +200,29 @@ class WebhookConnector(Connector):
         except TypeError as error:  # orjson.JSONEncodeError subclasses TypeError
             raise InvalidRequest(f"unserializable_payload: {error}") from error
 
+    def secret_for(self, delivery: Delivery) -> str:
+        """The signing secret of this delivery's endpoint (URL, then origin, then tenant)."""
+        if self.endpoint_secrets:
+            url = URL(delivery.address)
+            origin = f"{url.scheme}://{url.host}" + (f":{url.port}" if url.explicit_port else "")
+            for key in (delivery.address, origin, delivery.tenant_id):
+                if key in self.endpoint_secrets:
+                    return self.endpoint_secrets[key]
+        return self.secret
+
     def signed_headers(
-        self, msg_id: str, body: bytes, timestamp: int | None = None
+        self,
+        msg_id: str,
+        body: bytes,
+        timestamp: int | None = None,
+        secret: str | None = None,
     ) -> dict[str, str]:
         ts = int(time.time()) if timestamp is None else timestamp
         return {
             "Content-Type": "application/json",
             "webhook-id": msg_id,
             "webhook-timestamp": str(ts),
-            "webhook-signature": sign(self.secret, msg_id, ts, body),
+            "webhook-signature": sign(secret or self.secret, msg_id, ts, body),
         }
 
     async def send(self, delivery: Delivery) -> SendResult:
@@ -215,7 +236,10 @@ class WebhookConnector(Connector):
             raise RetryableError("session_unavailable")
         try:
             async with session.post(
-                url, data=body, headers=self.signed_headers(msg_id, body), allow_redirects=False
+                url,
+                data=body,
+                headers=self.signed_headers(msg_id, body, secret=self.secret_for(delivery)),
+                allow_redirects=False,
             ) as response:
                 status = response.status
                 if 200 <= status < 300:
