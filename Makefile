@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint format bench schemas docs clean
+.PHONY: install run test soak lint format bench schemas docs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -23,6 +23,9 @@ test: install          ## lint + the whole suite (real broker, SMTP, HTTP, Redis
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest -q
+
+soak: install          ## SIGKILL crash-recovery soak (12,000 requests, 3 kills, 3 ledger modes)
+	$(BIN)/pytest -q -s -m soak tests/e2e/test_recovery.py
 
 lint: install
 	$(BIN)/ruff check .
