@@ -92,14 +92,16 @@ def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
 
     client = clickhouse.connect(settings)
     try:
-        summary = stats.summary(
-            client,
-            settings.clickhouse_database,
-            since=_since(args.since),
-            tenant=args.tenant,
-            channel=args.channel,
-        )
+        filters = {"since": _since(args.since), "tenant": args.tenant, "channel": args.channel}
+        summary = stats.summary(client, settings.clickhouse_database, **filters)
         stats.render_summary(summary, console)
+        if summary.total:
+            stats.render_details(client, settings.clickhouse_database, console, **filters)
+        if args.report:
+            from notiflow.report import write_report
+
+            page = write_report(client, settings.clickhouse_database, args.report, **filters)
+            console.print(f"report written: {page}")
     finally:
         client.close()
     return 0
@@ -110,7 +112,12 @@ def cmd_migrate(_args: argparse.Namespace, settings: Settings) -> int:
 
     client = clickhouse.connect(settings)
     try:
-        applied = clickhouse.migrate(client, settings.clickhouse_database)
+        applied = clickhouse.migrate(
+            client,
+            settings.clickhouse_database,
+            events_ttl_days=settings.analytics_retention_days,
+            rollups_ttl_days=settings.analytics_rollup_retention_days,
+        )
     finally:
         client.close()
     console.print(f"applied: {', '.join(applied) or 'nothing (up to date)'}")
@@ -160,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--since", help="e.g. 1h, 30m, 2d or an ISO time")
     stats.add_argument("--tenant")
     stats.add_argument("--channel")
+    stats.add_argument(
+        "--report", type=Path, metavar="DIR", help="also write PNG charts and index.html into DIR"
+    )
     stats.set_defaults(func=cmd_stats)
 
     sub.add_parser("migrate", help="apply ClickHouse migrations").set_defaults(func=cmd_migrate)

@@ -1,4 +1,4 @@
-"""ClickHouse access: connect (embedded chDB or a server), migrate, insert events, count.
+"""ClickHouse access: connect (embedded chDB or a server), migrate, retention, insert, count.
 
 One code path for both backends: ``clickhouse_connect.get_client(dsn=...)`` returns the same
 client API for ``chdb:///abs/path`` and ``http://user:pass@host:8123/db``. Every statement names
@@ -34,7 +34,18 @@ logger = logging.getLogger(__name__)
 
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 EVENTS_TABLE = "delivery_events"
+ROLLUP_TABLE = "delivery_rollup_1m"
+LATE_TABLE = "delivery_late_events"
+FAILURES_TABLE = "delivery_failures"
 MIGRATIONS_TABLE = "schema_migrations"
+#: table -> (which retention applies, its time column). Raw-level tables follow the events
+#: retention; the per-minute rollups (small) usually keep longer.
+RETENTION_COLUMNS = {
+    EVENTS_TABLE: ("events", "requested_at"),
+    LATE_TABLE: ("events", "window_start"),
+    FAILURES_TABLE: ("events", "day"),
+    ROLLUP_TABLE: ("rollups", "window_start"),
+}
 
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[A-Za-z0-9_]+\.sql$")
 _STATEMENT_END = re.compile(r";[ \t]*$", re.MULTILINE)
@@ -163,13 +174,21 @@ def migration_files(sql_dir: Path = SQL_DIR) -> list[tuple[int, Path]]:
     return sorted(found.items())
 
 
-def migrate(client: Client, database: str, sql_dir: Path = SQL_DIR) -> list[str]:
+def migrate(
+    client: Client,
+    database: str,
+    sql_dir: Path = SQL_DIR,
+    *,
+    events_ttl_days: int | None = None,
+    rollups_ttl_days: int | None = None,
+) -> list[str]:
     """Apply pending migrations in order; return the file names applied (``[]`` if none).
 
     Statements end with ``;`` at the end of a line; ``{database}`` in the SQL becomes the
     quoted database name (the only substitution). A migration is recorded after all its
     statements ran; write them re-runnable (``IF NOT EXISTS``) so that a crash mid-file is
-    recovered by running again.
+    recovered by running again. Then retention is applied (:func:`apply_retention`) when
+    ``sql_dir`` is the project's own.
     """
     db = quote_identifier(database)
     client.command(f"CREATE DATABASE IF NOT EXISTS {db}", use_database=False)
@@ -196,7 +215,48 @@ def migrate(client: Client, database: str, sql_dir: Path = SQL_DIR) -> list[str]
         )
         logger.info("migration applied", extra={"migration": path.name})
         done.append(path.name)
+    if sql_dir == SQL_DIR:
+        apply_retention(client, database, events_ttl_days, rollups_ttl_days)
     return done
+
+
+def apply_retention(
+    client: Client, database: str, events_days: int | None, rollups_days: int | None
+) -> list[str]:
+    """Make each table's TTL match the settings; return the tables altered.
+
+    ``None`` leaves a table's TTL as it is, ``0`` removes it, ``N`` keeps N days (by
+    ``requested_at`` for events, ``window_start`` for rollups). A TTL already equal is not
+    touched: ``MODIFY TTL`` rewrites existing parts, so it must not run at every start-up.
+    Tables are partitioned by day with ``ttl_only_drop_parts``, so expiry drops partitions.
+    """
+    wanted = {"events": events_days, "rollups": rollups_days}
+    db = quote_identifier(database)
+    engines = dict(
+        client.query(
+            "SELECT name, engine_full FROM system.tables WHERE database = {db:String}",
+            parameters={"db": database},
+        ).result_rows
+    )
+    altered: list[str] = []
+    for table, (kind, column) in RETENTION_COLUMNS.items():
+        days = wanted[kind]
+        engine = engines.get(table, "")
+        if days is None or not engine:
+            continue
+        days = int(days)  # formatted into DDL, which takes no bound parameters
+        if days < 0:
+            raise ValueError(f"retention days must be >= 0, got {days}")
+        expression = f"toDateTime({column}) + toIntervalDay({days})"
+        if days == 0 and " TTL " in engine:
+            client.command(f"ALTER TABLE {db}.{table} REMOVE TTL")
+        elif days > 0 and f" TTL {expression}" not in engine:
+            client.command(f"ALTER TABLE {db}.{table} MODIFY TTL {expression}")
+        else:
+            continue
+        logger.info("retention applied", extra={"table": table, "days": days})
+        altered.append(table)
+    return altered
 
 
 def events_to_arrow(events: Sequence[dict[str, Any]]) -> pa.Table:

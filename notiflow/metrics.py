@@ -68,3 +68,7 @@ LEDGER_UNKNOWN = Counter(
 LEDGER_UNAVAILABLE = Counter(
     "notiflow_ledger_unavailable_total", "Ledger operations skipped: Redis unavailable"
 )
+ANALYTICS_LATE_EVENTS = Counter(
+    "notiflow_analytics_late_events_total",
+    "Events that reached their rollup minute after it closed",
+)

@@ -227,7 +227,25 @@ class Settings(BaseSettings):
         description="ClickHouse DSN, e.g. http://user:pass@host:8123/db. Unset: embedded chDB.",
     )
     clickhouse_database: str = Field("notiflow", description="ClickHouse database.")
-    analytics_batch_size: int = Field(10_000, ge=1, description="Max events per insert.")
+    analytics_batch_size: int = Field(50_000, ge=1, description="Max events per insert.")
+    analytics_allowed_lateness_seconds: float = Field(
+        30.0,
+        ge=0,
+        description="Event-time lateness before a rollup minute closes; later "
+        "events are merged in and counted.",
+    )
+    analytics_max_retry_seconds: float = Field(
+        120.0,
+        gt=0,
+        description="How long a failing ClickHouse write is retried before the "
+        "analytics flow stops (it resumes from Kafka).",
+    )
+    analytics_retention_days: int | None = Field(
+        None, ge=0, description="Days of raw events kept (TTL); 0 removes the TTL."
+    )
+    analytics_rollup_retention_days: int | None = Field(
+        None, ge=0, description="Days of per-minute rollups kept (TTL); 0 removes the TTL."
+    )
     analytics_flush_seconds: float = Field(0.5, gt=0, description="Max wait before an insert.")
 
     # --- Redis (rate limits, ledger, in-app, profiles) -----------------------------------

@@ -1,7 +1,8 @@
-"""``notiflow stats``: delivery counts per channel x status and latency of sent events.
+"""``notiflow stats``: delivery counts per channel x status, latency, funnel and providers.
 
-The numbers come from ``sql/queries/delivery_summary.sql`` (one query, bound parameters);
-this module shapes them into :class:`StatsSummary` and renders them with rich.
+The summary comes from ``sql/queries/delivery_summary.sql`` (one query, bound parameters),
+shaped into :class:`StatsSummary`; :func:`render_details` adds the delivery funnel and the
+provider outcomes from the query library (``notiflow.queries``). All rendered with rich.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from notiflow import queries
 from notiflow.clickhouse import SQL_DIR
 from schemas.event import DeliveryStatus
 
@@ -171,3 +173,51 @@ def render_summary(summary: StatsSummary, console: Console) -> None:
         else:
             latency.add_row(label, f"{sent:,}", _ms(value.p50), _ms(value.p95), _ms(value.p99))
     console.print(latency)
+
+
+def format_cell(value: object) -> str:
+    """A table cell: thousands separators, rates as percentages, NaN/NULL as a dash."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:,.4g}"
+    return escape(str(value)) or "·"
+
+
+def query_table(result: queries.QueryResult, title: str) -> Table:
+    """A rich table of a query result; ``*_rate`` columns shown as percentages."""
+    table = Table(title=title)
+    for column in result.columns:
+        numeric = bool(result.rows) and isinstance(
+            result.rows[0][result.columns.index(column)], int | float
+        )
+        table.add_column(column, justify="right" if numeric else "left")
+    for row in result.rows:
+        cells = []
+        for column, value in zip(result.columns, row, strict=True):
+            rate = column.endswith("_rate") and isinstance(value, float) and not math.isnan(value)
+            cells.append(f"{value:.1%}" if rate else format_cell(value))
+        table.add_row(*cells)
+    return table
+
+
+def render_details(
+    client: Client,
+    database: str,
+    console: Console,
+    since: datetime | None = None,
+    tenant: str | None = None,
+    channel: str | None = None,
+) -> None:
+    """Print the delivery funnel and provider outcomes for the same filters as the summary."""
+    filters = {"since": since, "tenant": tenant, "channel": channel}
+    funnel = queries.run_filtered(client, database, "delivery_funnel", **filters)
+    if funnel.rows:
+        console.print(query_table(funnel, "Delivery funnel (notifications)"))
+    outcomes = queries.run_filtered(client, database, "provider_outcomes", **filters)
+    if outcomes.rows:
+        console.print(query_table(outcomes, "Provider outcomes (events)"))

@@ -309,3 +309,99 @@ def test_sms_segments_are_stored(client: Client, database: str) -> None:
         f"SELECT segments FROM {database}.delivery_events FINAL ORDER BY event_id"
     ).result_rows
     assert sorted(rows, key=str) == sorted([(3,), (None,)], key=str)
+
+
+# --- analytics schema: rollups, failures view, retention ----------------------------------
+
+
+def test_analytics_tables_design(client: Client, database: str) -> None:
+    tables = {
+        name: (engine, partition, sorting)
+        for name, engine, partition, sorting in client.query(
+            "SELECT name, engine, partition_key, sorting_key FROM system.tables "
+            "WHERE database = {db:String}",
+            parameters={"db": database},
+        ).result_rows
+    }
+    assert tables["delivery_rollup_1m"] == (
+        "ReplacingMergeTree",
+        "toDate(window_start)",
+        "tenant_id, window_start, channel, provider, status",
+    )
+    assert tables["delivery_late_events"][1] == "toDate(window_start)"
+    assert tables["delivery_failures"][0] == "AggregatingMergeTree"
+    assert tables["delivery_failures_mv"][0] == "MaterializedView"
+    low_cardinality = client.query(
+        "SELECT table, name FROM system.columns WHERE database = {db:String} "
+        "AND type LIKE 'LowCardinality%' AND name IN ('tenant_id', 'channel', 'status')",
+        parameters={"db": database},
+    ).result_rows
+    for table in ("delivery_events", "delivery_rollup_1m", "delivery_failures"):
+        assert {name for t, name in low_cardinality if t == table} == {
+            "tenant_id",
+            "channel",
+            "status",
+        }
+    indexes = client.query(
+        "SELECT name, type FROM system.data_skipping_indices WHERE database = {db:String}",
+        parameters={"db": database},
+    ).result_rows
+    assert ("idx_occurred_at", "minmax") in indexes
+
+
+def test_retention_is_applied_once_and_removable(client: Client) -> None:
+    name = "test_retention"
+    assert ch.migrate(client, name)  # no TTL by default
+    engines = "SELECT name, engine_full FROM system.tables WHERE database = 'test_retention'"
+
+    def ttls() -> dict[str, str]:
+        return {
+            table: engine.partition(" TTL ")[2].partition(" SETTINGS")[0]
+            for table, engine in client.query(engines).result_rows
+            if " TTL " in engine
+        }
+
+    assert ttls() == {}
+    assert ch.migrate(client, name, events_ttl_days=30, rollups_ttl_days=400) == []
+    assert ttls() == {
+        "delivery_events": "toDateTime(requested_at) + toIntervalDay(30)",
+        "delivery_late_events": "toDateTime(window_start) + toIntervalDay(30)",
+        "delivery_failures": "toDateTime(day) + toIntervalDay(30)",
+        "delivery_rollup_1m": "toDateTime(window_start) + toIntervalDay(400)",
+    }
+    assert ch.apply_retention(client, name, 30, 400) == []  # already so: nothing rewritten
+    assert ch.apply_retention(client, name, None, 90) == ["delivery_rollup_1m"]
+    assert ch.apply_retention(client, name, 0, None) == [
+        "delivery_events",
+        "delivery_late_events",
+        "delivery_failures",
+    ]
+    assert ttls() == {"delivery_rollup_1m": "toDateTime(window_start) + toIntervalDay(90)"}
+    with pytest.raises(ValueError, match=">= 0"):
+        ch.apply_retention(client, name, -1, None)
+
+
+def test_expired_rows_are_dropped_by_ttl(client: Client, database: str) -> None:
+    old = T0 - timedelta(days=400)
+    ch.insert_events(client, database, [event(1, requested_at=old, occurred_at=old), event(2)])
+    ch.apply_retention(client, database, 365, None)
+    client.command(f"OPTIMIZE TABLE {database}.delivery_events FINAL")
+    assert ch.event_count(client, database) == 1
+
+
+def test_failures_view_backfills_existing_events(client: Client, tmp_path: Path) -> None:
+    for path in sorted(ch.SQL_DIR.glob("000[1-4]_*.sql")):
+        (tmp_path / path.name).write_text(path.read_text())
+    name = "test_failures_backfill"
+    ch.migrate(client, name, tmp_path)
+    failed = [event(i, status="failed", reason="550") for i in range(3)]
+    ch.insert_events(client, name, [*failed, event(9)])  # stored before the view exists
+    (tmp_path / "0005_failures.sql").write_text(
+        (ch.SQL_DIR / "0005_create_delivery_failures.sql").read_text()
+    )
+    assert ch.migrate(client, name, tmp_path) == ["0005_failures.sql"]
+    ch.insert_events(client, name, [*failed, event(4, status="failed", reason="550")])
+    counts = client.query(
+        f"SELECT reason, uniqExactMerge(event_ids) FROM {name}.delivery_failures GROUP BY reason"
+    ).result_rows
+    assert counts == [("550", 4)]  # three backfilled, their replay ignored, one new
