@@ -103,8 +103,11 @@ class Events:
             fresh.drain(quiet_s=2, timeout=20)
             fresh_statuses = Counter(orjson.loads(m.value())["status"] for m in fresh.messages)
             fresh.close()
-            print(f"\nSTALL: long-lived reader saw {len(self.reader.messages)} events, a fresh "
-                  f"reader {len(fresh.messages)}: {dict(fresh_statuses)}", flush=True)
+            print(
+                f"\nSTALL: long-lived reader saw {len(self.reader.messages)} events, a fresh "
+                f"reader {len(fresh.messages)}: {dict(fresh_statuses)}",
+                flush=True,
+            )
             process.send_signal(signal.SIGUSR1)
             time.sleep(1)
             if shutil.which("py-spy") or os.path.exists(PY_SPY):  # native frames, when present
