@@ -45,6 +45,8 @@ def write(report: dict[str, Any], directory: Path) -> list[Path]:
     written = []
     fig, ax = plt.subplots(figsize=(9, 5))
     for r in report["scenarios"]:
+        if r.get("part") in ("sweep", "state", "profile"):  # keep the plot readable
+            continue
         phase = r["phases"][0]
         scale = phase["records"] / max(1, phase["terminal"] or 1)
         points = _rates(r["series"], scale)

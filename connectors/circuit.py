@@ -51,6 +51,7 @@ class CircuitBreaker:
         self.clock = clock
         self.state = CLOSED
         self._calls: deque[tuple[float, bool]] = deque()  # (time, failed)
+        self._failures = 0  # failures in ``_calls``, kept as calls come and go (O(1) record)
         self._opened_at = 0.0
         self._probes_left = 0
         self._lock = threading.Lock()
@@ -85,15 +86,16 @@ class CircuitBreaker:
                     self._open(now, "probe failed")
                 else:
                     self._calls.clear()
+                    self._failures = 0
                     self._move(CLOSED, "probe succeeded")
                 return
             if self.state == OPEN:
                 return
             self._calls.append((now, failed))
+            self._failures += failed
             while self._calls and self._calls[0][0] <= now - self.policy.window_s:
-                self._calls.popleft()
-            total = len(self._calls)
-            failures = sum(1 for _t, f in self._calls if f)
+                self._failures -= self._calls.popleft()[1]
+            total, failures = len(self._calls), self._failures
             if total >= self.policy.min_calls and failures / total >= self.policy.failure_ratio:
                 self._open(now, f"{failures}/{total} calls failed in {self.policy.window_s:g}s")
 
@@ -105,6 +107,7 @@ class CircuitBreaker:
     def _open(self, now: float, reason: str) -> None:
         self._opened_at = now
         self._calls.clear()
+        self._failures = 0
         self._move(OPEN, reason)
 
     def _move(self, new: str, reason: str) -> None:
