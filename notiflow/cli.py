@@ -140,6 +140,12 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return run_demo(settings, console, requests=args.requests, processes=args.processes)
 
 
+def cmd_bench(argv: list[str]) -> int:
+    from benchmarks.__main__ import main as bench_main
+
+    return bench_main(["run", *argv])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="notiflow", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -182,11 +188,22 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--requests", type=int, default=1000)
     demo.add_argument("--processes", type=int, default=1)
     demo.set_defaults(func=cmd_demo)
+
+    sub.add_parser(
+        "bench",
+        help="benchmarks; takes the options of `python -m benchmarks run` (--quick, --help, ...)",
+        add_help=False,
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "bench":
+        return cmd_bench(extra)
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     return args.func(args, Settings())
 
 
