@@ -37,6 +37,7 @@ from connectors.base import (
     SendResult,
 )
 from connectors.email import mime
+from connectors.http import TRANSPORT_ERRORS, transport_error
 from connectors.webhook.standard import parse_retry_after
 
 if TYPE_CHECKING:
@@ -65,17 +66,8 @@ async def http_post(
     try:
         async with session.post(url, data=body, headers=headers) as response:
             return response.status, response.headers, await response.read()
-    except (TimeoutError, aiohttp.ServerTimeoutError) as error:
-        raise RetryableError(f"timeout after {timeout}s") from error
-    except aiohttp.ClientConnectorError as error:
-        raise RetryableError(f"connect_error: {error.os_error or error}") from error
-    except aiohttp.ServerDisconnectedError as error:
-        raise RetryableError("server_disconnected") from error
-    except aiohttp.ClientResponseError as error:  # malformed status line / headers
-        reason = f"invalid_response: {error.message}"
-        raise RetryableError(reason, status=error.status) from error
-    except (aiohttp.ClientError, OSError) as error:
-        raise RetryableError(f"transport_error: {type(error).__name__}: {error}") from error
+    except TRANSPORT_ERRORS as error:
+        raise transport_error(error, timeout) from error
 
 
 def rate_limit_wait(headers: Mapping[str, str], *, now: float | None = None) -> float | None:

@@ -27,6 +27,7 @@ from connectors.base import (
     RetryableError,
     SendResult,
 )
+from connectors.http import TRANSPORT_ERRORS, transport_error
 from connectors.sms.segments import SegmentInfo, count_segments
 from connectors.webhook.standard import parse_retry_after
 
@@ -172,18 +173,8 @@ class VonageSmsConnector(Connector):
                 status = response.status
                 raw = await response.read()
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
-        except (TimeoutError, aiohttp.ServerTimeoutError) as error:
-            raise RetryableError(f"timeout after {self.timeout}s") from error
-        except aiohttp.ClientConnectorError as error:
-            raise RetryableError(f"connect_error: {error.os_error or error}") from error
-        except aiohttp.ServerDisconnectedError as error:
-            raise RetryableError("server_disconnected") from error
-        except aiohttp.ClientResponseError as error:
-            raise RetryableError(
-                f"invalid_response: {error.message}", status=error.status
-            ) from error
-        except (aiohttp.ClientError, OSError) as error:
-            raise RetryableError(f"transport_error: {type(error).__name__}: {error}") from error
+        except TRANSPORT_ERRORS as error:
+            raise transport_error(error, self.timeout) from error
         if not 200 <= status < 300:
             raise self._http_error(status, raw, retry_after)
         parts = self._parts(raw, status)

@@ -34,6 +34,7 @@ from connectors.base import (
     RetryableError,
     SendResult,
 )
+from connectors.http import TRANSPORT_ERRORS, transport_error
 
 if TYPE_CHECKING:
     from notiflow.settings import Settings
@@ -247,20 +248,10 @@ class WebhookConnector(Connector):
                     return SendResult(provider_message_id=msg_id, detail={"status": status})
                 excerpt = await self._excerpt(response)
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
-        except (TimeoutError, aiohttp.ServerTimeoutError) as error:
-            raise RetryableError(f"timeout after {self.timeout}s") from error
         except aiohttp.InvalidURL as error:
             raise InvalidRequest(f"invalid_url: {error}") from error
-        except aiohttp.ClientConnectorError as error:
-            raise RetryableError(f"connect_error: {error.os_error or error}") from error
-        except aiohttp.ServerDisconnectedError as error:
-            raise RetryableError("server_disconnected") from error
-        except aiohttp.ClientResponseError as error:  # malformed status line / headers
-            raise RetryableError(
-                f"invalid_response: {error.message}", status=error.status
-            ) from error
-        except (aiohttp.ClientError, OSError) as error:
-            raise RetryableError(f"transport_error: {type(error).__name__}: {error}") from error
+        except TRANSPORT_ERRORS as error:
+            raise transport_error(error, self.timeout) from error
         raise self._classify(status, excerpt, retry_after)
 
     # --- internals -----------------------------------------------------------------------
