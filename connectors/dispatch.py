@@ -79,6 +79,7 @@ def _event(delivery: Delivery, status: str, provider: str, now_ms: float, **fiel
         discriminator=delivery.address,
         campaign_id=delivery.metadata.get("campaign_id"),
         variant=delivery.metadata.get("variant"),
+        strategy=delivery.metadata.get("strategy"),
         **fields,
     )
 

@@ -14,6 +14,14 @@ from redis.exceptions import RedisError
 logger = logging.getLogger(__name__)
 
 
+#: Pub/sub channel on which changed profiles are announced (``notiflow.profiles`` listens).
+PROFILE_INVALIDATIONS = "notiflow:profile-invalidations"
+
+
+def profile_key(tenant_id: str, user_id: str) -> str:
+    return f"notiflow:profile:{tenant_id}:{user_id}"
+
+
 def tokens_key(tenant_id: str, user_id: str) -> str:
     return f"notiflow:push_tokens:{tenant_id}:{user_id}"
 
@@ -33,7 +41,12 @@ class TokenStore:
     async def remove(self, tenant_id: str, user_id: str, address: str) -> bool:
         """Remove a dead address; False (logged) if Redis is unavailable."""
         try:
-            return bool(await self._client.srem(tokens_key(tenant_id, user_id), address))
+            async with self._client.pipeline(transaction=False) as pipe:
+                pipe.srem(tokens_key(tenant_id, user_id), address)
+                # cached profiles (notiflow.profiles) hold the tokens too: evict them everywhere
+                pipe.publish(PROFILE_INVALIDATIONS, profile_key(tenant_id, user_id))
+                removed, _ = await pipe.execute()
+            return bool(removed)
         except RedisError as error:
             logger.warning("could not remove a dead push token", extra={"error": str(error)})
             return False

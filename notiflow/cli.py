@@ -1,4 +1,4 @@
-"""``notiflow`` command line: run, send, stats, migrate, config, demo."""
+"""``notiflow`` command line: run, send, stats, migrate, config, demo, users, templates."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from notiflow.settings import Settings
+from notiflow.users_cli import add_users_commands
 
 console = Console(stderr=False)
 
@@ -188,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--requests", type=int, default=1000)
     demo.add_argument("--processes", type=int, default=1)
     demo.set_defaults(func=cmd_demo)
+    add_users_commands(sub)
 
     sub.add_parser(
         "bench",

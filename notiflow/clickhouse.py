@@ -68,6 +68,7 @@ _STRING_FIELDS = (
     "reason",
     "campaign_id",
     "variant",
+    "strategy",
     "provider_message_id",
 )
 _TIME_FIELDS = ("requested_at", "occurred_at")

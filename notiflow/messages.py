@@ -28,10 +28,19 @@ class DeadLetter(NamedTuple):
     context: dict[str, Any]
 
 
+#: Event headers: what a consumer needs to skip an event without parsing it (the flow's
+#: strategy feedback reads only receipts and events of sequential/smart notifications).
+STATUS_HEADER = "notiflow-status"
+STRATEGY_HEADER = "notiflow-strategy"
+
+
 def event_message(event: dict[str, Any]) -> OutMessage:
     """A delivery event, keyed by tenant/user so one user's events stay ordered."""
     key = f"{event['tenant_id']}/{event['user_id']}".encode()
-    return OutMessage(key, orjson.dumps(event))
+    headers: tuple[tuple[str, bytes], ...] = ((STATUS_HEADER, event["status"].encode()),)
+    if event.get("strategy"):
+        headers += ((STRATEGY_HEADER, event["strategy"].encode()),)
+    return OutMessage(key, orjson.dumps(event), headers)
 
 
 def rejection_message(rejection: Rejection) -> OutMessage:

@@ -120,6 +120,22 @@ class Settings(BaseSettings):
         None, description="Directory of '<template>.<channel>.txt' files (default: built-in)."
     )
 
+    # --- Users: profiles, preferences (docs/users.md) ------------------------------------
+    profile_cache_ttl_seconds: float = Field(
+        30.0,
+        ge=0,
+        description="How long a user profile is cached in-process (0: no cache); updates "
+        "invalidate it sooner.",
+    )
+    profile_cache_max_entries: int = Field(
+        100_000, ge=1, description="Profiles cached per process (least recently used dropped)."
+    )
+    preference_policy: str = Field(
+        "{}",
+        description='Per-tenant preference rules, JSON {"*": {"consent_required": ["sms"]}, '
+        '"acme": {"mandatory_categories": ["security"]}}.',
+    )
+
     # --- Delivery ------------------------------------------------------------------------
     delivery_max_attempts: int = Field(3, ge=1, description="Attempts per delivery.")
     retry_base_delay_seconds: float = Field(0.2, ge=0, description="First retry backoff.")
@@ -263,7 +279,7 @@ class Settings(BaseSettings):
 
     # --- derived -----------------------------------------------------------------------------
     def topic(self, name: str) -> str:
-        """Full topic name for ``requests``, ``events`` or ``dlq``."""
+        """Full topic name for ``requests``, ``events``, ``dlq`` or ``profile-updates``."""
         return f"{self.topic_prefix}notifications.{name}"
 
     @property
@@ -277,6 +293,10 @@ class Settings(BaseSettings):
     @property
     def dlq_topic(self) -> str:
         return self.topic("dlq")
+
+    @property
+    def profile_updates_topic(self) -> str:
+        return self.topic("profile-updates")
 
     @property
     def clickhouse_dsn(self) -> str:

@@ -199,6 +199,7 @@ def _note(body: dict[str, Any], entry: Entry, index: int) -> dict[str, Any]:
         "send_at_ms": body["send_at_ms"],
         "expires_at_ms": body["expires_at_ms"],
         "digest": None,
+        "strategy": body.get("strategy"),
         "metadata": dict(body["metadata"]),
         "requested_at_ms": body["requested_at_ms"],
         "source": f"campaign:{campaign_id}:{index}",

@@ -19,6 +19,7 @@ OPTIONAL_TEXT = (
     "reason",
     "campaign_id",
     "variant",
+    "strategy",
     "provider_message_id",
 )
 OPTIONAL_NUMBER = ("latency_ms", "cost_usd")

@@ -77,5 +77,6 @@ def note_event(note: dict[str, Any], status: str, now_ms: float, **fields: Any) 
         status=status,
         campaign_id=note["metadata"].get("campaign_id"),
         variant=note["metadata"].get("variant"),
+        strategy=note["metadata"].get("strategy"),
         **fields,
     )

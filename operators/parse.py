@@ -7,7 +7,7 @@ The internal notification (a plain dict, cheap to pickle between workers)::
 
     {"id", "id_generated", "tenant_id", "user_id", "key", "category", "priority",
      "channels", "content", "template", "data", "recipient", "dedup_key",
-     "send_at_ms", "expires_at_ms", "digest", "metadata", "requested_at_ms", "source"}
+     "send_at_ms", "expires_at_ms", "digest", "strategy", "metadata", "requested_at_ms", "source"}
 """
 
 from __future__ import annotations
@@ -179,6 +179,7 @@ def to_notification(
         "send_at_ms": _ms(request.send_at),
         "expires_at_ms": expires_at_ms,
         "digest": request.digest.model_dump() if request.digest else None,
+        "strategy": request.strategy.value if request.strategy else None,
         "metadata": request.metadata,
         "requested_at_ms": requested_at_ms,
         "source": source,

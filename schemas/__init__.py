@@ -1,6 +1,7 @@
 """Wire contracts. JSON Schema exports live in ``schemas/json`` (``python -m schemas``)."""
 
 from schemas.event import DeliveryEvent, DeliveryStatus
+from schemas.profile import ConsentRecord, ProfileUpdate, UserProfile
 from schemas.request import (
     Audience,
     CampaignRequest,
@@ -11,6 +12,7 @@ from schemas.request import (
     Priority,
     PushToken,
     Recipient,
+    Strategy,
 )
 
 __all__ = [
@@ -18,11 +20,15 @@ __all__ = [
     "CampaignRequest",
     "Channel",
     "ChannelContent",
+    "ConsentRecord",
     "DeliveryEvent",
     "DeliveryStatus",
     "DigestSpec",
     "NotificationRequest",
     "Priority",
+    "ProfileUpdate",
     "PushToken",
     "Recipient",
+    "Strategy",
+    "UserProfile",
 ]

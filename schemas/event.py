@@ -65,7 +65,8 @@ class DeliveryEvent(BaseModel):
     latency_ms: float | None = Field(None, ge=0)
     cost_usd: float | None = Field(None, ge=0)
     campaign_id: str | None = None
-    variant: str | None = None
+    variant: str | None = Field(None, description="A/B assignment, '<experiment>:<variant>'")
+    strategy: str | None = Field(None, description="Delivery strategy that chose the channel")
     provider_message_id: str | None = None
     segments: int | None = Field(None, ge=0, description="SMS segments (GSM-7/UCS-2)")
     requested_at: AwareDatetime

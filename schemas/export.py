@@ -7,6 +7,7 @@ from pathlib import Path
 import orjson
 
 from schemas.event import DeliveryEvent
+from schemas.profile import ProfileUpdate, UserProfile
 from schemas.request import CampaignRequest, NotificationRequest
 
 SCHEMA_DIR = Path(__file__).parent / "json"
@@ -14,6 +15,8 @@ MODELS = {
     "notification_request": NotificationRequest,
     "campaign_request": CampaignRequest,
     "delivery_event": DeliveryEvent,
+    "user_profile": UserProfile,
+    "profile_update": ProfileUpdate,
 }
 
 

@@ -38,6 +38,16 @@ class Priority(StrEnum):
     LOW = "low"
 
 
+class Strategy(StrEnum):
+    """How channels are chosen (docs/strategies.md); unset: the category/tenant default."""
+
+    IMMEDIATE = "immediate"
+    SEQUENTIAL = "sequential"
+    PRIORITY = "priority"
+    COST = "cost"
+    SMART = "smart"
+
+
 class PushToken(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -107,6 +117,7 @@ class NotificationRequest(BaseModel):
     expires_at: AwareDatetime | None = None
     ttl_s: float | None = Field(None, gt=0, description="Expire this long after created_at")
     digest: DigestSpec | None = None
+    strategy: Strategy | None = None
     created_at: AwareDatetime | None = None
     metadata: dict[str, str] = Field(default_factory=dict, max_length=64)
 
@@ -156,6 +167,7 @@ class CampaignRequest(BaseModel):
     data: dict[str, Any] = Field(default_factory=dict)
     send_at: AwareDatetime | None = None
     expires_at: AwareDatetime | None = None
+    strategy: Strategy | None = None
     created_at: AwareDatetime | None = None
     metadata: dict[str, str] = Field(default_factory=dict, max_length=64)
 

@@ -24,6 +24,7 @@ from notiflow.kafka.reader import TopicReader
 from notiflow.producer import produce_all
 from notiflow.settings import Settings
 
+FINAL = {"sent", "failed", "deduplicated", "rate_limited", "expired", "dead_lettered"}
 PY_SPY = os.path.join(os.path.dirname(sys.executable), "py-spy")
 CAPS = {
     "default": {
@@ -54,8 +55,23 @@ def start_flow(env: dict[str, str], recovery_dir, log_path=None) -> subprocess.P
 
 
 def kill(process: subprocess.Popen) -> None:
-    os.killpg(process.pid, signal.SIGKILL)
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
     process.wait(timeout=10)
+
+
+@pytest.fixture
+def flows():
+    """Start flow processes; every one still running is killed at teardown (even on failure)."""
+    started: list[subprocess.Popen] = []
+
+    def start(*args) -> subprocess.Popen:
+        started.append(start_flow(*args))
+        return started[-1]
+
+    yield start
+    for process in started:
+        kill(process)
 
 
 def req(rid: str, user: str, **fields) -> tuple[bytes, bytes]:
@@ -103,6 +119,17 @@ class Events:
             fresh.drain(quiet_s=2, timeout=20)
             fresh_statuses = Counter(orjson.loads(m.value())["status"] for m in fresh.messages)
             fresh.close()
+            open_ids = {
+                rid: sorted(e["status"] for e in evs.values())
+                for rid, evs in self.by_id.items()
+                if not {e["status"] for e in evs.values()} & FINAL
+            }
+            print(
+                f"\nSTALL: {len(open_ids)} notifications without a final event, e.g. "
+                f"{list(open_ids.items())[:10]}; by status set: "
+                f"{Counter(tuple(v) for v in open_ids.values()).most_common(8)}",
+                flush=True,
+            )
             print(
                 f"\nSTALL: long-lived reader saw {len(self.reader.messages)} events, a fresh "
                 f"reader {len(fresh.messages)}: {dict(fresh_statuses)}",
@@ -158,7 +185,9 @@ def ledger_env(request, monkeypatch):
 
 @pytest.mark.e2e
 @pytest.mark.soak  # `make soak`: intermittent stall after a restart is under investigation
-def test_sigkill_and_restart_loses_nothing(engine_env, ledger_env, smtp, monkeypatch, tmp_path):
+def test_sigkill_and_restart_loses_nothing(
+    engine_env, ledger_env, smtp, flows, monkeypatch, tmp_path
+):
     monkeypatch.setenv("NOTIFLOW_RATE_LIMITS", orjson.dumps(CAPS).decode())
     env = {
         **ledger_env,
@@ -178,11 +207,11 @@ def test_sigkill_and_restart_loses_nothing(engine_env, ledger_env, smtp, monkeyp
 
     events = Events(kafka, settings.events_topic)
     log = tmp_path / "flow.log"
-    flow = start_flow(env, recovery, log)
+    flow = flows(env, recovery, log)
     produce_all(kafka, settings.requests_topic, plain[:4000] + capped[:250])
     assert events.wait("sent", 1500, 60, flow), log.read_text()[-6000:]
     kill(flow)  # 1: mid-stream, sends in flight
-    flow = start_flow(env, recovery, log)
+    flow = flows(env, recovery, log)
     send_at = (datetime.now(UTC) + timedelta(seconds=20)).isoformat()  # held across crash 2
     scheduled = [req(f"s{i}", f"su{i}", send_at=send_at) for i in range(500)]
     produce_all(
@@ -190,11 +219,11 @@ def test_sigkill_and_restart_loses_nothing(engine_env, ledger_env, smtp, monkeyp
     )
     assert events.wait("scheduled", 250, 60, flow), log.read_text()[-6000:]
     kill(flow)  # 2: while scheduled notifications are being held
-    flow = start_flow(env, recovery, log)
+    flow = flows(env, recovery, log)
     produce_all(kafka, settings.requests_topic, plain[8000:] + repeats[500:])
     assert events.wait("deduplicated", 600, 60, flow), log.read_text()[-6000:]
     kill(flow)  # 3: after repeats of pre-crash ids
-    flow = start_flow(env, recovery, log)
+    flow = flows(env, recovery, log)
     skip = ledger_env.get("NOTIFLOW_LEDGER_IN_FLIGHT") == "skip"
     try:
         assert events.wait_final(10_000 + 300 + 500, 120, flow), (
