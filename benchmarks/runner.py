@@ -60,7 +60,7 @@ class Bench:
 
     def _run(self, sc: Scenario, s: Settings, broker: EmbeddedBroker, task: TaskID) -> dict:
         config = {"bootstrap.servers": broker.bootstrap}
-        ensure_topics(config, [s.requests_topic, s.events_topic, s.dlq_topic], sc.partitions)
+        ensure_topics(config, s.flow_topics, sc.partitions)
         backlog = {}
         for phase in (p for p in sc.phases if p.backlog):
             self.progress.update(task, description=f"{sc.name}: producing {phase.name}")

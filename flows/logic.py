@@ -16,6 +16,7 @@ from bytewax.operators import StatefulLogic
 
 from operators.campaign import CampaignCursor, CampaignSplitter, SegmentPageFetcher
 from operators.parse import Campaign
+from operators.strategy import StrategyEngine, StrategyState, ToDigest
 from operators.user_pipeline import Release, UserPipeline, UserState
 
 Clock = Callable[[], float]
@@ -30,29 +31,76 @@ def _restore(snapshot: bytes | None) -> Any:
 
 
 class UserLogic(StatefulLogic):
-    """One user's ``UserPipeline`` state. Emits event dicts and ``Release``s."""
+    """One user's decisions: the ``UserPipeline`` (may it go, when) feeding the
+    ``StrategyEngine`` (on which channels, in which order). Items are notification dicts or
+    delivery events read back from the events topic (they have an ``event_id``). Emits event
+    dicts and ``Release``s."""
 
-    def __init__(self, pipeline: UserPipeline, snapshot: bytes | None, clock: Clock = time.time):
+    def __init__(
+        self,
+        pipeline: UserPipeline,
+        strategy: StrategyEngine,
+        snapshot: bytes | None,
+        clock: Clock = time.time,
+    ):
         self.pipeline = pipeline
+        self.strategy = strategy
         self.clock = clock
-        self.state: UserState = _restore(snapshot) or UserState()
+        restored = _restore(snapshot)
+        if isinstance(restored, UserState):  # a snapshot from before strategies
+            restored = (restored, StrategyState())
+        self.state, self.strategy_state = restored or (UserState(), StrategyState())
 
-    def on_item(self, note: dict) -> tuple[list[dict | Release], bool]:
-        out = self.pipeline.on_item(self.state, note, self.clock())
-        return out, self.state.is_empty()
+    def on_item(self, item: dict) -> tuple[list[dict | Release], bool]:
+        now = self.clock()
+        if "event_id" in item:
+            out = self._from_strategy(self.strategy.on_event(self.strategy_state, item, now), now)
+        else:
+            out = self._from_pipeline(self.pipeline.on_item(self.state, item, now), now)
+        return out, self._empty()
 
     def on_notify(self) -> tuple[list[dict | Release], bool]:
-        out = self.pipeline.on_due(self.state, self.clock())
-        return out, self.state.is_empty()
+        now = self.clock()
+        out = self._from_pipeline(self.pipeline.on_due(self.state, now), now)
+        out += self._from_strategy(self.strategy.on_due(self.strategy_state, now), now)
+        return out, self._empty()
 
     def on_eof(self) -> tuple[list, bool]:
-        return [], self.state.is_empty()
+        return [], self._empty()
 
     def notify_at(self) -> datetime | None:
-        return _at(self.pipeline.next_due(self.state))
+        dues = [self.pipeline.next_due(self.state), self.strategy.next_due(self.strategy_state)]
+        present = [d for d in dues if d is not None]
+        return _at(min(present)) if present else None
 
     def snapshot(self) -> bytes:
-        return pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL)
+        return pickle.dumps((self.state, self.strategy_state), protocol=pickle.HIGHEST_PROTOCOL)
+
+    def _empty(self) -> bool:
+        return self.state.is_empty() and self.strategy_state.is_empty()
+
+    def _from_pipeline(self, outputs: list, now: float) -> list[dict | Release]:
+        """The pipeline's releases go on through the strategy."""
+        out: list[dict | Release] = []
+        for item in outputs:
+            if isinstance(item, Release):
+                chosen = self.strategy.on_release(
+                    self.strategy_state, item.note, item.channels, now
+                )
+                out += self._from_strategy(chosen, now)
+            else:
+                out.append(item)
+        return out
+
+    def _from_strategy(self, outputs: list, now: float) -> list[dict | Release]:
+        """The strategy's low-priority digests go back to the pipeline's digest collector."""
+        out: list[dict | Release] = []
+        for item in outputs:
+            if isinstance(item, ToDigest):
+                out += self._from_pipeline(self.pipeline.collect(self.state, item.note, now), now)
+            else:
+                out.append(item)
+        return out
 
 
 class CampaignLogic(StatefulLogic):

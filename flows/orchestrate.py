@@ -15,6 +15,7 @@ import orjson
 from bytewax.dataflow import Dataflow
 
 from connectors.base import Delivery
+from flows.enrich import Enricher, ProfileUpdater, feedback_event, wants_feedback
 from flows.logic import CampaignLogic, UserLogic
 from flows.steps import (
     Deliverer,
@@ -30,10 +31,11 @@ from notiflow.kafka.sink import KafkaProducerSink
 from notiflow.kafka.source import KafkaRecordSource
 from notiflow.runtime import init_process
 from notiflow.segments import segment_fetchers
-from notiflow.settings import Settings, get_settings
+from notiflow.settings import Settings, StartOffset, get_settings
 from operators.campaign import CampaignSplitter
 from operators.parse import Campaign
 from operators.rate_limit import PolicyBook
+from operators.strategy import StrategyConfig, StrategyEngine
 from operators.user_pipeline import PipelineConfig, UserPipeline
 
 
@@ -54,6 +56,10 @@ def build_flow(settings: Settings | None = None) -> Dataflow:
     init_process("orchestrate", s)
     kafka = s.kafka_config()
     pipeline = user_pipeline(s)
+    strategy = StrategyEngine(
+        StrategyConfig.from_dict(orjson.loads(s.strategies)),
+        default_quiet_hours=s.default_quiet_hours,
+    )
     splitter = CampaignSplitter(s.campaign_chunk_size)
     segments = segment_fetchers(s.redis_url)
     flow = Dataflow("notiflow_orchestrate")
@@ -78,9 +84,27 @@ def build_flow(settings: Settings | None = None) -> Dataflow:
     all_notes = op.merge(
         "all_notes", notes.trues, op.map("drop_campaign_key", split, lambda kv: kv[1])
     )
-    keyed = op.key_on("key_by_user", all_notes, lambda note: note["key"])
+    enriched = op.flat_map_batch("enrich", all_notes, Enricher(s))
+    # notification dict (profile merged, eligible channels) | suppressed event dict
+    usable = op.branch("split_suppressed", enriched, lambda item: "event_id" not in item)
+    keyed = op.key_on("key_by_user", usable.trues, lambda note: note["key"])
     # (tenant/user, notification dict)
-    decided = op.stateful("user_pipeline", keyed, lambda snap: UserLogic(pipeline, snap))
+    if s.strategy_feedback:  # this user's delivery events and receipts, read back
+        feedback = op.input(
+            "feedback",
+            flow,
+            KafkaRecordSource(kafka, s.events_topic, StartOffset.LATEST, s.source_batch_size),
+        )
+        keyed = op.merge(
+            "user_inputs",
+            keyed,
+            op.flat_map(
+                "feedback_events",
+                op.filter("feedback_filter", feedback, wants_feedback),
+                feedback_event,
+            ),
+        )  # (tenant/user, notification dict | event dict)
+    decided = op.stateful("user_pipeline", keyed, lambda snap: UserLogic(pipeline, strategy, snap))
     # (tenant/user, event dict | Release)
     planned = op.flat_map(
         "plan", op.map("drop_user_key", decided, lambda kv: kv[1]), Planner(s)
@@ -98,7 +122,10 @@ def build_flow(settings: Settings | None = None) -> Dataflow:
 
     rejected = others.falses  # Rejection
     events = op.merge(
-        "all_events", by_type.trues, op.map("reject_event", rejected, rejection_event)
+        "all_events",
+        by_type.trues,
+        usable.falses,
+        op.map("reject_event", rejected, rejection_event),
     )
     op.output(
         "events_out",
@@ -110,5 +137,17 @@ def build_flow(settings: Settings | None = None) -> Dataflow:
         op.map("encode_dead_letters", by_type.falses, encode_dead_letter),
         op.map("encode_rejections", rejected, encode_rejection),
     )  # OutMessage
+    if s.redis_url:  # services change profiles and preferences through Kafka too
+        updates = op.input(
+            "profile_updates",
+            flow,
+            KafkaRecordSource(
+                kafka, s.profile_updates_topic, s.start_offset.value, s.source_batch_size
+            ),
+        )
+        bad_updates = op.flat_map_batch("apply_profile_updates", updates, ProfileUpdater(s))
+        dead = op.merge(
+            "dead_letters", dead, op.map("encode_bad_updates", bad_updates, encode_rejection)
+        )
     op.output("dlq_out", dead, KafkaProducerSink(kafka, s.dlq_topic, s.producer_linger_ms))
     return flow

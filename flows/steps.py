@@ -24,7 +24,8 @@ from notiflow.messages import DeadLetter, dead_letter_message, event_message, re
 from notiflow.settings import Settings
 from operators.events import make_event, note_event
 from operators.parse import KIND_INVALID, KIND_SOURCE_ERROR, Campaign, Rejection, parse_request
-from operators.routing import TemplateStore, plan_deliveries
+from operators.routing import plan_deliveries
+from operators.templates import ContentLimits, RedisTemplates, TemplateStore
 from operators.user_pipeline import Release
 
 FINAL_STATUSES = frozenset({"sent", "failed", "dead_lettered"})
@@ -92,11 +93,21 @@ class Planner:
     """Map step on released notifications: render and address them.
 
     Output: ``Delivery`` per channel address; an event and a ``DeadLetter`` for every channel
-    that cannot be attempted (no address, no template, nothing to send on).
+    that cannot be attempted, the letter's kind being the ``Undeliverable`` kind
+    (``undeliverable``: no address; ``template_error``; ``content_invalid``). Tenant templates
+    are read from Redis when ``REDIS_URL`` is set.
     """
 
     def __init__(self, settings: Settings) -> None:
-        self.templates = TemplateStore(settings.templates_dir)
+        refresh_s = settings.templates_refresh_seconds
+        url = settings.redis_url
+        redis = RedisTemplates(url, refresh_s=refresh_s) if url else None
+        self.templates = TemplateStore(
+            settings.templates_dir,
+            redis=redis,
+            default_locale=settings.default_locale,
+            limits=ContentLimits(sms_max_segments=settings.sms_max_segments),
+        )
 
     def __call__(self, item: dict | Release) -> list[dict | Delivery | DeadLetter]:
         if isinstance(item, dict):
@@ -105,11 +116,12 @@ class Planner:
         deliveries, undeliverable = plan_deliveries(note, self.templates, channels)
         out: list[dict | Delivery | DeadLetter] = list(deliveries)
         now_ms = time.time() * 1000
-        for channel, reason in undeliverable:
+        for channel, reason, kind in undeliverable:
             out.append(
                 note_event(note, "dead_lettered", now_ms, channel=channel or None, reason=reason)
             )
-            out.append(DeadLetter("undeliverable", reason, note["key"], {"request": note}))
+            context = {"request": note, "channel": channel or None}
+            out.append(DeadLetter(kind, reason, note["key"], context))
         return out
 
 

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from notiflow.settings import Settings
+from notiflow.templates_cli import add_templates_commands
 from notiflow.users_cli import add_users_commands
 
 console = Console(stderr=False)
@@ -190,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--processes", type=int, default=1)
     demo.set_defaults(func=cmd_demo)
     add_users_commands(sub)
+    add_templates_commands(sub)
 
     sub.add_parser(
         "bench",

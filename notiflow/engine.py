@@ -68,7 +68,7 @@ class Engine:
         if s.create_topics:
             ensure_topics(
                 kafka,
-                [s.requests_topic, s.events_topic, s.dlq_topic],
+                s.flow_topics,
                 s.partitions,
                 s.replication_factor,
             )

@@ -72,3 +72,12 @@ ANALYTICS_LATE_EVENTS = Counter(
     "notiflow_analytics_late_events_total",
     "Events that reached their rollup minute after it closed",
 )
+PROFILE_CACHE = Counter(
+    "notiflow_profile_lookups_total", "Profile lookups, by result (cache hit or miss)", ["result"]
+)
+PROFILE_ROUND_TRIPS = Counter(
+    "notiflow_profile_round_trips_total", "Redis round trips for profile lookups (pipelined)"
+)
+PROFILE_UPDATES = Counter(
+    "notiflow_profile_updates_total", "Profile updates applied from Kafka, by outcome", ["outcome"]
+)

@@ -117,10 +117,17 @@ class Settings(BaseSettings):
         8 * 1024 * 1024, ge=1024, description="Campaign requests larger than this go to the DLQ."
     )
     templates_dir: Path | None = Field(
-        None, description="Directory of '<template>.<channel>.txt' files (default: built-in)."
+        None,
+        description="Templates directory, '<name>/<channel|_any>[.<locale>].<part>.j2' "
+        "(docs/templates.md; default: built-in).",
+    )
+    default_locale: str = Field("en", description="Last locale tried before locale-less files.")
+    sms_max_segments: int = Field(10, ge=1, description="Most SMS segments a message may take.")
+    templates_refresh_seconds: float = Field(
+        30.0, gt=0, description="How often each tenant's Redis templates are re-read."
     )
 
-    # --- Users: profiles, preferences (docs/users.md) ------------------------------------
+    # --- Users: profiles, preferences, strategies (docs/users.md, docs/strategies.md) -----
     profile_cache_ttl_seconds: float = Field(
         30.0,
         ge=0,
@@ -129,6 +136,22 @@ class Settings(BaseSettings):
     )
     profile_cache_max_entries: int = Field(
         100_000, ge=1, description="Profiles cached per process (least recently used dropped)."
+    )
+    strategies: str = Field(
+        '{"default": "immediate"}',
+        description="Delivery strategies as JSON (docs/strategies.md): per tenant/category "
+        "defaults, channel costs, sequential timeouts/order, smart, priority and engagement "
+        "options.",
+    )
+    experiments: str = Field(
+        '{"experiments": []}',
+        description="A/B experiments as JSON (docs/strategies.md): weighted variants "
+        "overriding template and/or strategy.",
+    )
+    strategy_feedback: bool = Field(
+        True,
+        description="Read the events topic back into the flow (sequential fallback and smart "
+        "engagement need it); off: those strategies see no receipts.",
     )
     preference_policy: str = Field(
         "{}",
@@ -297,6 +320,11 @@ class Settings(BaseSettings):
     @property
     def profile_updates_topic(self) -> str:
         return self.topic("profile-updates")
+
+    @property
+    def flow_topics(self) -> list[str]:
+        """Every topic the orchestration flow reads or writes (created at start-up)."""
+        return [self.requests_topic, self.events_topic, self.dlq_topic, self.profile_updates_topic]
 
     @property
     def clickhouse_dsn(self) -> str:

@@ -161,6 +161,7 @@ def build_note(bucket: Bucket, digest_key: str) -> dict[str, Any]:
         "send_at_ms": None,
         "expires_at_ms": None,
         "digest": None,
+        "strategy": route.get("strategy"),
         "metadata": metadata,
         "requested_at_ms": min(item["requested_at_ms"] for item in items),
         "source": f"digest:{digest_key}",

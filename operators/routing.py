@@ -1,66 +1,62 @@
-"""Choose channels and addresses for a notification and render its content per channel.
+"""Choose channels and addresses for a notification and produce its content per channel.
 
 Channels: the request's explicit list, else every default channel with an address.
-Content: ``content[channel]``, else the template ``<template>.<channel>.txt`` (or
-``<template>.txt``), else the first content given for any channel. ``$name`` placeholders are
-filled from ``data`` plus ``user_id``/``tenant_id``/``notification_id`` (``string.Template``:
-no attribute or index access, so templates cannot reach into Python objects).
+Content, per channel: inline ``content[channel]``; else the request's ``template`` from the
+``TemplateStore`` (``operators.templates``: Jinja2, sandboxed, locale fallback); else a
+template named after the ``category`` if there is one; else the first inline content given.
+Inline content keeps ``$name`` placeholders filled from ``data`` plus
+``user_id``/``tenant_id``/``notification_id`` (``string.Template``: no attribute or index
+access; values are HTML-escaped in the ``html`` part; an email without a subject gets its
+first line). Every channel's content is checked by ``operators.templates.validate``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from pathlib import Path
+import html
+from collections.abc import Mapping, Sequence
 from string import Template
 from typing import Any, NamedTuple
 
 from connectors.base import Delivery
+from connectors.email.mime import fallback_subject
+from operators.templates import (
+    BUILTIN_TEMPLATES,
+    ContentInvalid,
+    RenderedContent,
+    TemplateError,
+    TemplateMissing,
+    TemplateStore,
+    validate,
+)
 
-BUILTIN_TEMPLATES = Path(__file__).resolve().parent.parent / "notiflow" / "templates"
+__all__ = [
+    "BUILTIN_TEMPLATES",
+    "DEFAULT_CHANNELS",
+    "KIND_CONTENT_INVALID",
+    "KIND_TEMPLATE_ERROR",
+    "KIND_UNDELIVERABLE",
+    "TemplateStore",
+    "Undeliverable",
+    "addresses_for",
+    "choose_channels",
+    "content_for",
+    "plan_deliveries",
+]
+
 #: Channels used when a request names none; in-app and voice must be asked for explicitly.
 DEFAULT_CHANNELS = ("email", "sms", "push", "webhook")
+#: ``Undeliverable.kind`` values (also the DLQ record kind).
+KIND_UNDELIVERABLE = "undeliverable"  # no channel, or no address on the channel
+KIND_TEMPLATE_ERROR = "template_error"  # missing template, render error, sandbox violation
+KIND_CONTENT_INVALID = "content_invalid"  # rendered or inline content fails channel checks
 
 
 class Undeliverable(NamedTuple):
-    """A channel that cannot be attempted, with why."""
+    """A channel that cannot be attempted, why, and which ``KIND_*`` of reason."""
 
     channel: str
     reason: str
-
-
-class TemplateNotFound(LookupError):
-    pass
-
-
-class TemplateStore:
-    """Templates from a directory, cached. Email templates may start with ``Subject: ...``."""
-
-    def __init__(self, directory: Path | None = None) -> None:
-        self.directory = directory or BUILTIN_TEMPLATES
-        self._cache: dict[tuple[str, str], dict[str, str] | None] = {}
-
-    def get(self, name: str, channel: str) -> dict[str, str]:
-        key = (name, channel)
-        if key not in self._cache:
-            self._cache[key] = self._load(name, channel)
-        found = self._cache[key]
-        if found is None:
-            raise TemplateNotFound(f"template {name!r} has no file for channel {channel!r}")
-        return found
-
-    def _load(self, name: str, channel: str) -> dict[str, str] | None:
-        for candidate in (f"{name}.{channel}.txt", f"{name}.txt"):
-            path = self.directory / candidate
-            if path.is_file():
-                return _split_subject(path.read_text(encoding="utf-8"))
-        return None
-
-
-def _split_subject(text: str) -> dict[str, str]:
-    if text.startswith("Subject:"):
-        first, _, rest = text.partition("\n")
-        return {"subject": first[len("Subject:") :].strip(), "body": rest.lstrip("\n")}
-    return {"body": text}
+    kind: str = KIND_UNDELIVERABLE
 
 
 def addresses_for(channel: str, recipient: dict[str, Any]) -> list[str]:
@@ -86,35 +82,55 @@ def choose_channels(note: dict[str, Any]) -> list[str]:
     return [c for c in DEFAULT_CHANNELS if addresses_for(c, recipient)]
 
 
-def render(note: dict[str, Any], channel: str, templates: TemplateStore) -> dict[str, Any]:
-    """Rendered ``{subject?, body, html?, data}`` for ``channel``. Raises ``TemplateNotFound``."""
-    content = note["content"] or {}
-    source = content.get(channel)
-    if source is None and note["template"]:
-        source = templates.get(note["template"], channel)
-    if source is None and content:
-        source = next(iter(content.values()))
-    if source is None:
-        raise TemplateNotFound(f"no content for channel {channel!r}")
+def inline_content(
+    note: Mapping[str, Any], channel: str, source: Mapping[str, Any]
+) -> RenderedContent:
+    """Producer-supplied content with ``$placeholders`` filled (unknown ones left as they are)."""
     values = {
         **{k: v for k, v in note["data"].items() if isinstance(v, str | int | float)},
         "user_id": note["user_id"],
         "tenant_id": note["tenant_id"],
         "notification_id": note["id"],
     }
-    rendered: dict[str, Any] = {"data": source.get("data") or note["data"]}
-    for part in ("subject", "body", "html"):
-        if source.get(part) is not None:
-            rendered[part] = Template(source[part]).safe_substitute(values)
-    rendered.setdefault("body", "")
-    return rendered
+    escaped = {k: html.escape(str(v)) for k, v in values.items()}
+
+    def fill(part: str, mapping: Mapping[str, Any]) -> str | None:
+        text = source.get(part)
+        return None if text is None else Template(text).safe_substitute(mapping)
+
+    text = fill("body", values) or ""
+    subject = fill("subject", values)
+    if channel == "email" and not subject:
+        subject = fallback_subject(text)
+    return RenderedContent(
+        text=text,
+        subject=subject,
+        html=fill("html", escaped),
+        title=subject if channel in ("push", "in_app") else None,
+        data=dict(source.get("data") or note["data"]),
+    )
+
+
+def content_for(note: Mapping[str, Any], channel: str, templates: TemplateStore) -> RenderedContent:
+    """Validated content for ``channel`` (see the module docstring). Raises ``TemplateError``."""
+    content = note["content"] or {}
+    if channel in content:
+        return validate(channel, inline_content(note, channel, content[channel]), templates.limits)
+    try:
+        return templates.render(note, channel)  # the template, else one named after the category
+    except TemplateMissing:
+        if note["template"] or not content:
+            raise
+        first = next(iter(content.values()))
+        return validate(channel, inline_content(note, channel, first), templates.limits)
 
 
 def plan_deliveries(
     note: dict[str, Any], templates: TemplateStore, channels: Sequence[str] | None = None
 ) -> tuple[list[Delivery], list[Undeliverable]]:
     """Every delivery to attempt for ``note`` (on ``channels``, default: chosen from the note),
-    and every channel that cannot be attempted."""
+    and every channel that cannot be attempted. Content is produced whole per channel: a
+    channel whose template fails or whose content is invalid gets no delivery at all."""
     deliveries: list[Delivery] = []
     undeliverable: list[Undeliverable] = []
     if channels is None:
@@ -127,9 +143,12 @@ def plan_deliveries(
             undeliverable.append(Undeliverable(channel, f"no {channel} address for recipient"))
             continue
         try:
-            content = render(note, channel, templates)
-        except TemplateNotFound as error:
-            undeliverable.append(Undeliverable(channel, str(error)))
+            content = content_for(note, channel, templates)
+        except ContentInvalid as error:
+            undeliverable.append(Undeliverable(channel, str(error), KIND_CONTENT_INVALID))
+            continue
+        except TemplateError as error:
+            undeliverable.append(Undeliverable(channel, str(error), KIND_TEMPLATE_ERROR))
             continue
         for address in addresses:
             deliveries.append(
@@ -139,10 +158,10 @@ def plan_deliveries(
                     user_id=note["user_id"],
                     channel=channel,
                     address=address,
-                    body=content["body"],
-                    subject=content.get("subject"),
-                    html=content.get("html"),
-                    data=content["data"],
+                    body=content.text,
+                    subject=content.subject or content.title,
+                    html=content.html,
+                    data=content.data,
                     category=note["category"],
                     priority=note["priority"],
                     metadata=note["metadata"],

@@ -131,6 +131,11 @@ class UserPipeline:
         state.rate = self.limiter.expire(state.rate, now)
         return out
 
+    def collect(self, state: UserState, note: dict[str, Any], now: float) -> list[Output]:
+        """Add an already accepted note (``note["digest"]`` set) to its digest: how a strategy
+        sends a low-priority notification with the next digest instead of now."""
+        return self._collect(state, note, now)
+
     def next_due(self, state: UserState) -> float | None:
         """When ``on_due`` next has work (epoch s), from the state alone."""
         candidates = [

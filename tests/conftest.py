@@ -68,11 +68,7 @@ def engine_env(monkeypatch, tmp_path, broker, smtp, topic_prefix) -> dict[str, s
 
 @pytest.fixture
 def topics(kafka_config, topic_prefix) -> Settings:
-    """Settings whose three topics exist on the test broker."""
+    """Settings whose flow topics exist on the test broker."""
     settings = Settings(topic_prefix=topic_prefix)
-    ensure_topics(
-        kafka_config,
-        [settings.requests_topic, settings.events_topic, settings.dlq_topic],
-        partitions=2,
-    )
+    ensure_topics(kafka_config, settings.flow_topics, partitions=2)
     return settings

@@ -67,6 +67,7 @@ class _PartitionReader(StatefulSourcePartition[Record | SourceError, int]):
         self._assignment = TopicPartition(topic, partition, offset)
         self._consumer.assign([self._assignment])
         self._lag_gauge = metrics.CONSUMER_LAG.labels(topic=topic, partition=str(partition))
+        self.skip_before_ms: int | None = None  # records older than this are skipped
 
     def next_batch(self) -> list[Record | SourceError]:
         messages = self._consumer.consume(self._batch_size, 0)
@@ -100,6 +101,10 @@ class _PartitionReader(StatefulSourcePartition[Record | SourceError, int]):
                     SourceError(self._topic, self._partition, self._next_offset, str(error))
                 )
                 continue
+            self._next_offset = message.offset() + 1
+            self._out_of_range_count = 0
+            if self.skip_before_ms is not None and message.timestamp()[1] < self.skip_before_ms:
+                continue
             batch.append(
                 Record(
                     message.topic(),
@@ -111,8 +116,6 @@ class _PartitionReader(StatefulSourcePartition[Record | SourceError, int]):
                     tuple(message.headers() or ()),
                 )
             )
-            self._next_offset = message.offset() + 1
-            self._out_of_range_count = 0
         self._report_lag()
         return batch
 
@@ -198,4 +201,9 @@ class KafkaRecordSource(FixedPartitionedSource[Record | SourceError, int]):
             **self._config,
         }
         offset = self._start if resume_state is None else resume_state
-        return _PartitionReader(config, self._topic, int(for_part), offset, self._batch_size)
+        reader = _PartitionReader(config, self._topic, int(for_part), offset, self._batch_size)
+        if resume_state is None and self._start == OFFSET_END:
+            # "latest" also by time: some brokers (Tansu) answer ListOffsets with a wrong end,
+            # which would replay the whole topic; records from before this start are skipped.
+            reader.skip_before_ms = int(time.time() * 1000)
+        return reader

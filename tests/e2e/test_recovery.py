@@ -197,7 +197,7 @@ def test_sigkill_and_restart_loses_nothing(
     }
     settings = Settings()
     kafka = {"bootstrap.servers": engine_env["KAFKA_BOOTSTRAP_SERVERS"]}
-    ensure_topics(kafka, [settings.requests_topic, settings.events_topic, settings.dlq_topic], 4)
+    ensure_topics(kafka, settings.flow_topics, 4)
     recovery = tmp_path / "recovery"
     Engine.init_recovery(recovery, 1)
 
