@@ -305,7 +305,7 @@ class Dispatcher:
                 and not isinstance(outcome, LimiterUnavailable)
             )
             if isinstance(outcome, SendResult):
-                metrics.PROVIDER_ATTEMPTS.labels(provider=provider, result="sent").inc()
+                metrics.child(metrics.PROVIDER_ATTEMPTS, provider, "sent").inc()
                 fields = outcome.detail.pop("_ledger_fields", None)
                 if fields is None:  # not confirmed yet (batch provider or no ledger)
                     fields = self._sent_fields(connector, delivery, outcome, now_ms)
@@ -315,7 +315,7 @@ class Dispatcher:
                 continue
             kind = "retryable" if isinstance(outcome, RetryableError) else "permanent"
             real = getattr(outcome, "provider", None) or provider  # e.g. "fcm" behind "push"
-            metrics.PROVIDER_ATTEMPTS.labels(provider=real, result=kind).inc()
+            metrics.child(metrics.PROVIDER_ATTEMPTS, real, kind).inc()
             if isinstance(outcome, TokenInvalid):
                 await self._invalidate(delivery, real, outcome.reason, now_ms, out)
             elif isinstance(outcome, RetryableError):

@@ -172,21 +172,21 @@ class Deliverer:
 
 def encode_event(event: dict[str, Any]) -> Any:
     """Count the event in metrics, then serialise it for the events topic."""
-    channel = event["channel"] or ""
-    metrics.OUTCOMES.labels(channel=channel, status=event["status"]).inc()
-    if event["status"] in FINAL_STATUSES:
+    channel, status = event["channel"] or "", event["status"]
+    metrics.child(metrics.OUTCOMES, channel, status).inc()
+    if status in FINAL_STATUSES:
         requested = datetime.fromisoformat(event["requested_at"]).timestamp()
-        metrics.OUTCOME_LATENCY.labels(channel=channel, status=event["status"]).observe(
+        metrics.child(metrics.OUTCOME_LATENCY, channel, status).observe(
             max(0.0, time.time() - requested)
         )
     return event_message(event)
 
 
 def encode_dead_letter(letter: DeadLetter) -> Any:
-    metrics.DLQ_MESSAGES.labels(kind=letter.kind).inc()
+    metrics.child(metrics.DLQ_MESSAGES, letter.kind).inc()
     return dead_letter_message(letter)
 
 
 def encode_rejection(rejection: Rejection) -> Any:
-    metrics.DLQ_MESSAGES.labels(kind=rejection.kind).inc()
+    metrics.child(metrics.DLQ_MESSAGES, rejection.kind).inc()
     return rejection_message(rejection)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 
@@ -20,6 +21,13 @@ def stable_id(*parts: object) -> str:
 
 def iso_ms(epoch_ms: float) -> str:
     """Epoch milliseconds → ``2026-11-21T07:15:00.123Z``."""
+    return _iso_whole_ms(int(epoch_ms))
+
+
+@lru_cache(maxsize=65_536)
+def _iso_whole_ms(epoch_ms: int) -> str:
+    # memoised: a note's requested_at is formatted for every event about it, and the events
+    # of one batch share their occurred_at millisecond
     moment = datetime.fromtimestamp(epoch_ms / 1000, UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 

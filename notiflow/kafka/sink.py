@@ -38,19 +38,23 @@ class _ProducerPartition(StatelessSinkPartition[OutMessage]):
         self._produced = metrics.MESSAGES_PRODUCED.labels(topic=topic)
         self._errors = metrics.PRODUCE_ERRORS.labels(topic=topic)
 
-    def _produce(self, item: OutMessage) -> None:
-        def on_delivery(error: KafkaError | None, _message: Message) -> None:
-            if error is not None:
-                self._failed.append((item, error))
+    def _on_delivery(self, error: KafkaError | None, message: Message) -> None:
+        """One callback for every message (no closure per message); a failed message is
+        rebuilt from its delivery report for the re-send."""
+        if error is not None:
+            headers = tuple(message.headers() or ())
+            self._failed.append((OutMessage(message.key(), message.value(), headers), error))
 
+    def _produce(self, item: OutMessage) -> None:
+        headers = list(item.headers) if item.headers else None
         while True:
             try:
                 self._producer.produce(
                     self._topic,
-                    value=item.value,
-                    key=item.key,
-                    headers=list(item.headers) or None,
-                    on_delivery=on_delivery,
+                    item.value,
+                    item.key,
+                    headers=headers,
+                    on_delivery=self._on_delivery,
                 )
                 return
             except BufferError:  # local queue full: serve callbacks, then try again

@@ -112,3 +112,98 @@ def seed_events() -> list[dict[str, Any]]:
         }
         events.append(DeliveryEvent(**fields).model_dump(mode="json"))
     return events
+
+
+# A second, separate set for the experiment and strategy queries (ab_variants,
+# strategy_comparison), inserted into its own database so the counts above stay as they are.
+# Events after acceptance carry variant and strategy, as the flow's enrich and strategy
+# steps set them; `accepted` carries neither.
+#
+# acme, experiment "welcome", requested 2026-11-22 10:00 UTC onwards:
+#   control (strategy immediate)
+#     a1  email sent, delivered, opened
+#     a2  email sent, delivered; push sent (two messages)
+#     a3  email sent, bounced                                   -> failed
+#     a4  email suppressed (preferences), no strategy            -> suppressed
+#   v2 (strategy sequential)
+#     b1  email sent, delivered, opened, clicked
+#     b2  email sent, delivered, opened
+#     b3  email failed_over, sms sent, delivered
+#     b4  email sent, delivered, opened
+#     b5  push token_invalidated, failed (no channel left)       -> failed
+# globex, experiment "subject" (strategy smart), 50 notifications per variant, each
+# email sent and delivered:
+#   long   l0..l49: l0..l9 opened
+#   short  s0..s49: s0..s19 opened, s0..s4 clicked
+AB_T0 = T0 + 2 * DAY
+SMS = {"channel": "sms", "provider": "vonage"}
+PUSH = {"channel": "push", "provider": "fcm"}
+#: notification -> (tenant, "<experiment>:<variant>", strategy, events after acceptance)
+AB_NOTIFICATIONS: dict[str, tuple[str, str, str | None, list[tuple[str, dict[str, Any]]]]] = {
+    "a1": ("acme", "welcome:control", "immediate",
+           [("sent", EMAIL), ("delivered", EMAIL), ("opened", EMAIL)]),
+    "a2": ("acme", "welcome:control", "immediate",
+           [("sent", EMAIL), ("delivered", EMAIL), ("sent", PUSH)]),
+    "a3": ("acme", "welcome:control", "immediate", [("sent", EMAIL), ("bounced", EMAIL)]),
+    "a4": ("acme", "welcome:control", None,
+           [("suppressed", {"channel": "email", "reason": "opted out of email"})]),
+    "b1": ("acme", "welcome:v2", "sequential",
+           [("sent", EMAIL), ("delivered", EMAIL), ("opened", EMAIL), ("clicked", EMAIL)]),
+    "b2": ("acme", "welcome:v2", "sequential",
+           [("sent", EMAIL), ("delivered", EMAIL), ("opened", EMAIL)]),
+    "b3": ("acme", "welcome:v2", "sequential",
+           [("failed_over", {**EMAIL, "reason": "no receipt"}), ("sent", SMS), ("delivered", SMS)]),
+    "b4": ("acme", "welcome:v2", "sequential",
+           [("sent", EMAIL), ("delivered", EMAIL), ("opened", EMAIL)]),
+    "b5": ("acme", "welcome:v2", "sequential",
+           [("token_invalidated", PUSH), ("failed", {"reason": "no channel left"})]),
+}  # fmt: skip
+for _i in range(50):
+    AB_NOTIFICATIONS[f"l{_i}"] = (
+        "globex", "subject:long", "smart",
+        [("sent", EMAIL), ("delivered", EMAIL)] + ([("opened", EMAIL)] if _i < 10 else []),
+    )  # fmt: skip
+    AB_NOTIFICATIONS[f"s{_i}"] = (
+        "globex", "subject:short", "smart",
+        [("sent", EMAIL), ("delivered", EMAIL)]
+        + ([("opened", EMAIL)] if _i < 20 else [])
+        + ([("clicked", EMAIL)] if _i < 5 else []),
+    )  # fmt: skip
+#: what each sent message costs
+AB_COST_USD = {"email": 0.001, "sms": 0.0079, "push": 0.0}
+
+
+def ab_events() -> list[dict[str, Any]]:
+    """The experiment set above as wire dicts; event ``k`` of a notification at ``k`` s."""
+    events = []
+    for i, (notification, (tenant, variant, strategy, after)) in enumerate(
+        AB_NOTIFICATIONS.items()
+    ):
+        requested = AB_T0 + timedelta(seconds=i)
+        common = {
+            "notification_id": notification,
+            "tenant_id": tenant,
+            "user_id": f"user-{notification}",
+            "category": "onboarding",
+            "requested_at": requested,
+        }
+        events.append(
+            DeliveryEvent(
+                event_id=f"{notification}-accepted", status="accepted", occurred_at=requested,
+                **common,
+            ).model_dump(mode="json")
+        )  # fmt: skip
+        for k, (status, extra) in enumerate(after, start=1):
+            cost = AB_COST_USD[extra["channel"]] if status == "sent" else None
+            event = DeliveryEvent(
+                event_id=f"{notification}-{status}-{extra.get('channel', '')}",
+                status=status,
+                variant=variant,
+                strategy=strategy,
+                cost_usd=cost,
+                occurred_at=requested + timedelta(seconds=k),
+                **common,
+                **extra,
+            )
+            events.append(event.model_dump(mode="json"))
+    return events

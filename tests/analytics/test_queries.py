@@ -15,7 +15,7 @@ from clickhouse_connect.driver.client import Client
 from notiflow import clickhouse as ch
 from notiflow import queries
 from notiflow.kafka.clickhouse_sink import backfill_rollups
-from tests.analytics.seed import DAY, T0, seed_events
+from tests.analytics.seed import AB_T0, DAY, T0, ab_events, seed_events
 
 
 @pytest.fixture(scope="module")
@@ -25,6 +25,16 @@ def seeded(client: Client) -> str:
     ch.insert_events(client, name, seed_events())
     ch.insert_events(client, name, seed_events())  # a replay: counted once everywhere
     assert backfill_rollups(client, name) > 0  # rollups for throughput, from the raw events
+    return name
+
+
+@pytest.fixture(scope="module")
+def ab_seeded(client: Client) -> str:
+    """The experiment set (``seed.ab_events``) in its own database, also inserted twice."""
+    name = "analytics_queries_ab"
+    ch.migrate(client, name)
+    ch.insert_events(client, name, ab_events())
+    ch.insert_events(client, name, ab_events())
     return name
 
 
@@ -178,6 +188,60 @@ def test_variant_comparison(client: Client, seeded: str) -> None:
     assert rows(client, seeded, "variant_comparison", campaign_id="c9") == []
     email_only = rows(client, seeded, "variant_comparison", channel="email")
     assert [r[:4] for r in email_only] == [("c1", "A", 1, 1), ("c1", "B", 2, 1)]
+
+
+def test_ab_variants(client: Client, ab_seeded: str) -> None:
+    result = queries.run(client, ab_seeded, "ab_variants")
+    assert result.columns == (
+        "experiment", "variant", "notifications", "sent", "delivered", "opened", "clicked",
+        "failed", "suppressed", "delivery_rate", "open_rate", "click_rate", "baseline",
+        "open_z", "open_significant", "click_z", "click_significant",
+    )  # fmt: skip
+    assert [row[:12] for row in result.rows] == [
+        ("subject", "long", 50, 50, 50, 10, 0, 0, 0, 1.0, 0.2, 0.0),
+        ("subject", "short", 50, 50, 50, 20, 5, 0, 0, 1.0, 0.4, 0.1),
+        # a3 bounced (failed), a4 suppressed; b3 failed over to SMS (delivered), b5 failed
+        ("welcome", "control", 4, 3, 2, 1, 0, 1, 1, 0.5, 0.25, 0.0),
+        ("welcome", "v2", 5, 4, 4, 3, 1, 1, 0, 0.8, 0.6, 0.2),
+    ]
+    assert [row[12:] for row in result.rows] == [
+        # no 'control': the first variant by name is the baseline; 10/50 vs 20/50 opened,
+        # pooled p = 0.3, z = 0.2 / sqrt(0.3 * 0.7 * (1/50 + 1/50)) = 2.18
+        ("long", None, None, None, None),
+        ("long", 2.18, True, 2.29, True),
+        ("control", None, None, None, None),
+        # 1/4 vs 3/5 opened: pooled p = 4/9, z = 0.35 / sqrt(4/9 * 5/9 * (1/5 + 1/4)) = 1.05
+        ("control", 1.05, False, 0.95, False),
+    ]
+    welcome = rows(client, ab_seeded, "ab_variants", experiment="welcome")
+    assert [r[:3] for r in welcome] == [("welcome", "control", 4), ("welcome", "v2", 5)]
+    assert [r[1] for r in rows(client, ab_seeded, "ab_variants", tenant="globex")] == [
+        "long",
+        "short",
+    ]
+    # a1..b5 were requested in the first 9 seconds
+    later = rows(client, ab_seeded, "ab_variants", since=AB_T0 + timedelta(seconds=9))
+    assert [r[:3] for r in later] == [("subject", "long", 50), ("subject", "short", 50)]
+    assert rows(client, ab_seeded, "ab_variants", experiment="nope") == []
+
+
+def test_strategy_comparison(client: Client, ab_seeded: str) -> None:
+    result = queries.run(client, ab_seeded, "strategy_comparison")
+    assert result.columns == (
+        "strategy", "notifications", "messages_sent", "sent", "delivered", "opened", "clicked",
+        "failed", "delivery_rate", "open_rate", "click_rate", "messages_per_notification",
+        "cost_usd", "cost_per_notification",
+    )  # fmt: skip
+    assert result.rows == [
+        # a1..a3 (a4 was suppressed before a strategy); a2 went to email and push
+        ("immediate", 3, 4, 3, 2, 1, 0, 1, 0.6667, 0.3333, 0.0, 1.3333, 0.003, 0.001),
+        # b1..b5: one message each except b5 (none sent); b3's SMS costs $0.0079
+        ("sequential", 5, 4, 4, 4, 3, 1, 1, 0.8, 0.6, 0.2, 0.8, 0.0109, 0.00218),
+        ("smart", 100, 100, 100, 100, 30, 5, 0, 1.0, 0.3, 0.05, 1.0, 0.1, 0.001),
+    ]
+    acme = rows(client, ab_seeded, "strategy_comparison", tenant="acme")
+    assert [r[:2] for r in acme] == [("immediate", 3), ("sequential", 5)]
+    assert rows(client, ab_seeded, "strategy_comparison", until=AB_T0) == []
 
 
 def test_tenant_usage(client: Client, seeded: str) -> None:
