@@ -58,7 +58,8 @@ def with_redis_retry(call: Callable[[], T], what: str, limit_s: float = REDIS_RE
 class Enricher:
     """Batch step on notification dicts: A/B assignment, profile merge (one Redis round trip
     per batch, cached), then preference filtering. Emits notes (with the eligible channels
-    made explicit) and ``suppressed`` event dicts."""
+    made explicit, ``channels_derived`` when the request named none) and ``suppressed`` event
+    dicts."""
 
     def __init__(self, settings: Settings) -> None:
         self.experiments = ExperimentBook.from_dict(orjson.loads(settings.experiments))
@@ -94,7 +95,10 @@ class Enricher:
             if suppressed and not eligible:
                 continue  # every channel refused: the suppressed events are its outcome
             if suppressed:
-                note = {**note, "channels": eligible}
+                # The eligible channels made explicit. When the request named none, they are not
+                # its own order: ``channels_derived`` lets the sequential strategy order them.
+                derived = not note["channels"]
+                note = {**note, "channels": eligible, "channels_derived": derived}
             out.append(note)
         return out
 

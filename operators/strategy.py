@@ -297,7 +297,9 @@ class StrategyEngine:
 
     # --- helpers -----------------------------------------------------------------------------
     def _order(self, note: dict, channels: tuple[str, ...]) -> list[str]:
-        if note.get("channels"):  # the request's own order (routing keeps it)
+        if note.get("channels") and not note.get("channels_derived"):
+            # the request's own order (routing keeps it); derived: the enrich step made the
+            # channels left after preference filtering explicit
             return list(channels)
         if self.config.order:
             rank = {c: i for i, c in enumerate(self.config.order)}
