@@ -73,7 +73,7 @@ TIME_RESTRICTED_CHANNELS = frozenset({"sms", "voice"})
 
 
 @lru_cache(maxsize=1024)
-def _zone(name: str | None) -> tzinfo:
+def zone(name: str | None) -> tzinfo:
     """The zone for an IANA name; ``None``, unknown or invalid names → UTC."""
     if not name:
         return UTC
@@ -143,17 +143,17 @@ def _occurrence_end(window: DailyWindow, zone: tzinfo, u: datetime) -> datetime 
 
 def contains(window: DailyWindow, moment_utc: datetime, tz: str | None) -> bool:
     """Whether ``moment_utc`` is inside ``window`` in zone ``tz`` (see module docstring)."""
-    return _occurrence_end(window, _zone(tz), _as_utc(moment_utc)) is not None
+    return _occurrence_end(window, zone(tz), _as_utc(moment_utc)) is not None
 
 
 def next_boundary_out(window: DailyWindow, moment_utc: datetime, tz: str | None) -> datetime | None:
     """If inside ``window``: the earliest instant ``> moment_utc`` that is outside (UTC); else
     ``None``."""
-    zone = _zone(tz)
-    end = _occurrence_end(window, zone, _as_utc(moment_utc))
+    local = zone(tz)
+    end = _occurrence_end(window, local, _as_utc(moment_utc))
     if end is None:
         return None
-    while (later := _occurrence_end(window, zone, end)) is not None:  # merged occurrences
+    while (later := _occurrence_end(window, local, end)) is not None:  # merged occurrences
         end = later
     return end
 
@@ -161,11 +161,11 @@ def next_boundary_out(window: DailyWindow, moment_utc: datetime, tz: str | None)
 def next_boundary_in(window: DailyWindow, moment_utc: datetime, tz: str | None) -> datetime | None:
     """If outside ``window``: the earliest instant ``> moment_utc`` that is inside (UTC); else
     ``None``. Days on which the window does not exist (it lies in a DST gap) are skipped."""
-    zone, u = _zone(tz), _as_utc(moment_utc)
-    if _occurrence_end(window, zone, u) is not None:
+    local, u = zone(tz), _as_utc(moment_utc)
+    if _occurrence_end(window, local, u) is not None:
         return None
     return min(
-        start for day, start in _days(window, zone, u) if u < start < _end(window, zone, day)
+        start for day, start in _days(window, local, u) if u < start < _end(window, local, day)
     )
 
 

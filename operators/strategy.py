@@ -42,9 +42,9 @@ from typing import Any, NamedTuple
 from operators.digest import CATEGORY as DIGEST_CATEGORY
 from operators.engagement import Engagement
 from operators.events import note_event
-from operators.quiet_hours import DailyWindow, channel_open_at, quiet_until
+from operators.quiet_hours import DailyWindow, channel_open_at, quiet_until, zone
 from operators.routing import addresses_for
-from operators.strategy_config import SMART, STRATEGIES, StrategyConfig, zone
+from operators.strategy_config import SMART, STRATEGIES, StrategyConfig
 from operators.user_pipeline import Release
 
 __all__ = [

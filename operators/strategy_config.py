@@ -23,10 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, tzinfo
-from functools import lru_cache
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from operators.engagement import CHANNELS
 
@@ -58,17 +55,6 @@ _SECTIONS = {
     "limits": {"max_pending", "max_delayed"},
     "engagement": {"track", "ttl_s", "delivered_as_open"},
 }
-
-
-@lru_cache(maxsize=1024)
-def zone(name: str | None) -> tzinfo:
-    """The zone for an IANA name; ``None``, unknown or invalid names → UTC."""
-    if not name:
-        return UTC
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError, OSError):
-        return UTC
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from notiflow.devservices import RedisServer
 from notiflow.devservices.smtp_catcher import SmtpCatcher
 from notiflow.devservices.webhook_receiver import WebhookReceiver
 from notiflow.kafka.admin import ensure_topics
@@ -33,6 +34,13 @@ def kafka_config(broker: EmbeddedBroker) -> dict:
 def topic_prefix() -> str:
     """A fresh topic namespace per test on the shared broker."""
     return f"t{next(_prefixes)}."
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisServer]:
+    """A real redis-server on a free loopback port, per test module."""
+    with RedisServer() as server:
+        yield server
 
 
 @pytest.fixture

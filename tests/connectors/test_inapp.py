@@ -20,12 +20,6 @@ IDS = ("acme", "user-1")
 KEY = inbox_key(*IDS)
 
 
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    with RedisServer() as server:
-        yield server
-
-
 @pytest.fixture
 def redis_url(redis_server: RedisServer) -> Iterator[str]:
     yield redis_server.url

@@ -184,7 +184,6 @@ def ledger_env(request, monkeypatch):
 
 
 @pytest.mark.e2e
-@pytest.mark.soak  # `make soak`: intermittent stall after a restart is under investigation
 def test_sigkill_and_restart_loses_nothing(
     engine_env, ledger_env, smtp, flows, monkeypatch, tmp_path
 ):

@@ -15,12 +15,6 @@ from notiflow.settings import Settings
 from notiflow.users_cli import add_users_commands, main, parse_assignments
 
 
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    with RedisServer() as server:
-        yield server
-
-
 @pytest.fixture
 def settings(redis_server: RedisServer) -> Iterator[Settings]:
     yield Settings(redis_url=redis_server.url)
