@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
+from clickhouse_connect.driver.exceptions import ClickHouseError
 from rich.console import Console
 from rich.progress import Progress
 
@@ -208,7 +209,11 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_bench(extra)
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    return args.func(args, Settings())
+    try:
+        return args.func(args, Settings())
+    except ClickHouseError as error:  # unreachable server, wrong password, locked chDB, ...
+        print(f"notiflow {args.command}: ClickHouse: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import urlparse, urlunparse
 
 import clickhouse_connect
 import pyarrow as pa
@@ -111,6 +111,13 @@ def _chdb_path(dsn: str) -> str | None:
     return parsed.path or None
 
 
+def _without_database(dsn: str) -> str:
+    """An ``http(s)`` DSN without its path: a server checks that database on every request,
+    the client's first included, so a database not created yet would fail the connect."""
+    parsed = urlparse(dsn)
+    return urlunparse(parsed._replace(path="")) if parsed.scheme in ("http", "https") else dsn
+
+
 def _status_file_locked(path: str) -> bool:
     """Whether another open engine holds the ``flock`` on ``<path>/status``."""
     try:
@@ -136,14 +143,14 @@ def connect(settings: Settings) -> Client:
     if path:
         Path(path).mkdir(parents=True, exist_ok=True)
     try:
-        client = clickhouse_connect.get_client(dsn=dsn)
+        client = clickhouse_connect.get_client(dsn=dsn if path else _without_database(dsn))
     except ProgrammingError as exc:
         if path and _status_file_locked(path):
             raise ClickHouseLocked(path) from exc
         raise
     database = settings.clickhouse_database
     try:
-        # use_database=False: the DSN's database may not exist yet on a server.
+        # use_database=False: the client gets its database once it exists.
         client.command(
             f"CREATE DATABASE IF NOT EXISTS {quote_identifier(database)}", use_database=False
         )

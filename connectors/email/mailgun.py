@@ -22,11 +22,9 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, ClassVar
 from urllib.parse import quote
 
-import aiohttp
 import orjson
 
 from connectors.base import (
-    Connector,
     ConnectorError,
     Delivery,
     InvalidRequest,
@@ -35,7 +33,8 @@ from connectors.base import (
     SendResult,
 )
 from connectors.email import mime
-from connectors.email.sendgrid import http_post, rate_limit_wait
+from connectors.email.sendgrid import rate_limit_wait
+from connectors.http import HttpConnector, HttpSession
 
 if TYPE_CHECKING:
     from notiflow.settings import Settings
@@ -45,7 +44,7 @@ __all__ = ["MailgunConnector"]
 log = logging.getLogger(__name__)
 
 
-class MailgunConnector(Connector):
+class MailgunConnector(HttpConnector):
     """Email through Mailgun's HTTP API. Safe to share across tasks on one event loop."""
 
     channel: ClassVar[str] = "email"
@@ -71,10 +70,7 @@ class MailgunConnector(Connector):
     ) -> None:
         if not api_key or not domain:
             raise ValueError("Mailgun API key and sending domain are required")
-        if timeout <= 0:
-            raise ValueError("timeout must be positive")
-        if max_connections < 1:
-            raise ValueError("max_connections must be at least 1")
+        self._http = HttpSession(timeout=timeout, max_connections=max_connections)
         self.domain = domain
         self.sender = sender or f"notiflow <noreply@{domain}>"
         name, address = mime.parse_address(self.sender)  # ValueError on a bad sender
@@ -89,7 +85,6 @@ class MailgunConnector(Connector):
             "Content-Type": f"multipart/form-data; boundary={self._boundary}",
             "User-Agent": self.USER_AGENT,
         }
-        self._session: aiohttp.ClientSession | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> MailgunConnector:
@@ -101,19 +96,6 @@ class MailgunConnector(Connector):
             base_url=settings.mailgun_base_url,
             max_connections=max(settings.delivery_concurrency, 1),
         )
-
-    async def open(self) -> None:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self.max_connections),
-                timeout=aiohttp.ClientTimeout(total=self.timeout),
-                raise_for_status=False,
-            )
-
-    async def close(self) -> None:
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
 
     def form(self, delivery: Delivery) -> list[tuple[str, str]]:
         """The form fields sent for ``delivery`` (``InvalidRequest`` if unusable)."""
@@ -160,13 +142,7 @@ class MailgunConnector(Connector):
 
     async def send(self, delivery: Delivery) -> SendResult:
         body = self.encode(self.form(delivery))
-        if self._session is None or self._session.closed:
-            await self.open()
-        if self._session is None:  # pragma: no cover - open() always sets it
-            raise RetryableError("session_unavailable")
-        status, headers, raw = await http_post(
-            self._session, self.url, body, self._headers, self.timeout
-        )
+        status, headers, raw = await self._http.post(self.url, body, self._headers)
         if 200 <= status < 300:
             message_id = _json_field(raw, "id")
             return SendResult(provider_message_id=message_id, detail={"status": status})

@@ -23,11 +23,9 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import aiohttp
 import orjson
 
 from connectors.base import (
-    Connector,
     ConnectorError,
     Delivery,
     InvalidRequest,
@@ -37,37 +35,18 @@ from connectors.base import (
     SendResult,
 )
 from connectors.email import mime
-from connectors.http import TRANSPORT_ERRORS, transport_error
-from connectors.webhook.standard import parse_retry_after
+from connectors.http import HttpConnector, HttpSession, parse_retry_after
 
 if TYPE_CHECKING:
     from notiflow.settings import Settings
 
-__all__ = ["SendGridConnector", "http_post", "rate_limit_wait"]
+__all__ = ["SendGridConnector", "rate_limit_wait"]
 
 log = logging.getLogger(__name__)
 
 _PERSONALIZATION_FIELD = re.compile(r"^personalizations\.(\d+)\b")
 #: (delivery index in the caller's batch, its personalization object)
 _Item = tuple[int, dict[str, Any]]
-
-
-async def http_post(
-    session: aiohttp.ClientSession,
-    url: str,
-    body: bytes,
-    headers: Mapping[str, str],
-    timeout: float,
-) -> tuple[int, Mapping[str, str], bytes]:
-    """One POST: (status, headers, body). Transport failures become ``RetryableError``.
-
-    Shared with ``connectors.email.mailgun`` (the same translation for both HTTP APIs).
-    """
-    try:
-        async with session.post(url, data=body, headers=headers) as response:
-            return response.status, response.headers, await response.read()
-    except TRANSPORT_ERRORS as error:
-        raise transport_error(error, timeout) from error
 
 
 def rate_limit_wait(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
@@ -87,7 +66,7 @@ def rate_limit_wait(headers: Mapping[str, str], *, now: float | None = None) -> 
     return max(0.0, reset)
 
 
-class SendGridConnector(Connector):
+class SendGridConnector(HttpConnector):
     """Email through SendGrid's v3 API. Safe to share across tasks on one event loop."""
 
     channel: ClassVar[str] = "email"
@@ -113,10 +92,7 @@ class SendGridConnector(Connector):
     ) -> None:
         if not api_key:
             raise ValueError("SendGrid API key is required")
-        if timeout <= 0:
-            raise ValueError("timeout must be positive")
-        if max_connections < 1:
-            raise ValueError("max_connections must be at least 1")
+        self._http = HttpSession(timeout=timeout, max_connections=max_connections)
         name, address = mime.parse_address(sender)  # ValueError on a bad sender
         self.sender = sender
         self.domain = address.rpartition("@")[2]
@@ -128,7 +104,6 @@ class SendGridConnector(Connector):
             "Content-Type": "application/json",
             "User-Agent": self.USER_AGENT,
         }
-        self._session: aiohttp.ClientSession | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SendGridConnector:
@@ -139,19 +114,6 @@ class SendGridConnector(Connector):
             base_url=settings.sendgrid_base_url,
             max_connections=max(settings.delivery_concurrency, 1),
         )
-
-    async def open(self) -> None:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self.max_connections),
-                timeout=aiohttp.ClientTimeout(total=self.timeout),
-                raise_for_status=False,
-            )
-
-    async def close(self) -> None:
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
 
     async def send(self, delivery: Delivery) -> SendResult:
         outcome = (await self._request([delivery], [(0, self.personalization(delivery))]))[0]
@@ -243,7 +205,7 @@ class SendGridConnector(Connector):
         """One POST for ``items`` (all with ``deliveries[0]``'s content): one outcome each."""
         try:
             body = self.payload(deliveries[0], [p for _, p in items])
-            status, headers, raw = await self._post(body)
+            status, headers, raw = await self._http.post(self.url, body, self._headers)
         except ConnectorError as error:
             return [error] * len(items)
         if 200 <= status < 300:
@@ -251,13 +213,6 @@ class SendGridConnector(Connector):
             detail = {"status": status, "batch": n}
             return [SendResult(provider_message_id=message_id, detail=dict(detail)) for _ in items]
         return self._classify(status, headers, raw, len(items))
-
-    async def _post(self, body: bytes) -> tuple[int, Mapping[str, str], bytes]:
-        if self._session is None or self._session.closed:
-            await self.open()
-        if self._session is None:  # pragma: no cover - open() always sets it
-            raise RetryableError("session_unavailable")
-        return await http_post(self._session, self.url, body, self._headers, self.timeout)
 
     def _classify(
         self, status: int, headers: Mapping[str, str], raw: bytes, count: int

@@ -40,8 +40,8 @@ from connectors.base import (
     SendResult,
     TokenInvalid,
 )
+from connectors.http import parse_retry_after
 from connectors.push import collapse_key, is_background, platform_token, ttl_seconds
-from connectors.webhook.standard import parse_retry_after
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -36,7 +36,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import aiohttp
 import orjson
 from firebase_admin import credentials as firebase_credentials
 from google.auth import exceptions as google_auth_exceptions
@@ -44,7 +43,6 @@ from google.auth.credentials import Credentials as GoogleCredentials
 from google.auth.transport.requests import Request as GoogleAuthRequest
 
 from connectors.base import (
-    Connector,
     ConnectorError,
     Delivery,
     InvalidRequest,
@@ -53,6 +51,7 @@ from connectors.base import (
     SendResult,
     TokenInvalid,
 )
+from connectors.http import HttpConnector, HttpSession, parse_retry_after
 from connectors.push import (
     collapse_key,
     is_background,
@@ -61,7 +60,6 @@ from connectors.push import (
     string_data,
     ttl_seconds,
 )
-from connectors.webhook.standard import parse_retry_after
 
 if TYPE_CHECKING:
     from notiflow.settings import Settings
@@ -108,7 +106,7 @@ def classify_fcm_error(status: int, body: bytes, retry_after: float | None) -> C
     return PermanentError(reason, status=status)
 
 
-class FcmConnector(Connector):
+class FcmConnector(HttpConnector):
     """Send to ``fcm:<registration token>`` addresses through FCM HTTP v1."""
 
     channel: ClassVar[str] = "push"
@@ -139,8 +137,7 @@ class FcmConnector(Connector):
     ) -> None:
         if not project_id:
             raise ValueError("FCM project id is required")
-        if timeout <= 0 or max_connections < 1:
-            raise ValueError("timeout must be positive and max_connections at least 1")
+        self._http = HttpSession(timeout=timeout, max_connections=max_connections)
         self.project_id = project_id
         self.credential = credential
         self.base_url = base_url.rstrip("/")
@@ -148,7 +145,6 @@ class FcmConnector(Connector):
         self.timeout = timeout
         self.max_connections = max_connections
         self.token_refreshes = 0
-        self._session: aiohttp.ClientSession | None = None
         self._auth_request: GoogleAuthRequest | None = None
         self._token: str | None = None
         self._refresh_at = 0.0  # time.monotonic() when the cached token should be renewed
@@ -176,20 +172,6 @@ class FcmConnector(Connector):
             base_url=settings.fcm_base_url,
             max_connections=max(settings.delivery_concurrency, 1),
         )
-
-    async def open(self) -> None:
-        if self._session is not None and not self._session.closed:
-            return
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=self.max_connections),
-            timeout=aiohttp.ClientTimeout(total=self.timeout),
-            raise_for_status=False,
-        )
-
-    async def close(self) -> None:
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
 
     def payload(self, delivery: Delivery) -> bytes:
         """The JSON request body for ``delivery``."""
@@ -223,8 +205,6 @@ class FcmConnector(Connector):
 
     async def send(self, delivery: Delivery) -> SendResult:
         body = self.payload(delivery)
-        if self._session is None or self._session.closed:
-            await self.open()
         bearer = await self._bearer()
         status, raw, retry_after = await self._post(body, bearer)
         if status == 401 and b"UNAUTHENTICATED" in raw and b"THIRD_PARTY_AUTH_ERROR" not in raw:
@@ -241,28 +221,15 @@ class FcmConnector(Connector):
 
     # --- internals -----------------------------------------------------------------------
     async def _post(self, body: bytes, bearer: str) -> tuple[int, bytes, float | None]:
-        session = self._session
-        if session is None:  # pragma: no cover - send() opens it
-            raise RetryableError("session_unavailable")
         if self._headers.get("Authorization") != f"Bearer {bearer}":
             self._headers = {
                 "Authorization": f"Bearer {bearer}",
                 "Content-Type": "application/json",
             }
-        try:
-            async with session.post(self.url, data=body, headers=self._headers) as response:
-                raw = await response.read()
-                if 200 <= response.status < 300:
-                    return response.status, raw, None
-                return response.status, raw, parse_retry_after(response.headers.get("Retry-After"))
-        except (TimeoutError, aiohttp.ServerTimeoutError) as error:
-            raise RetryableError(f"timeout after {self.timeout}s") from error
-        except aiohttp.ClientConnectorError as error:
-            raise RetryableError(f"connect_error: {error.os_error or error}") from error
-        except aiohttp.ServerDisconnectedError as error:
-            raise RetryableError("server_disconnected") from error
-        except (aiohttp.ClientError, OSError) as error:
-            raise RetryableError(f"transport_error: {type(error).__name__}: {error}") from error
+        status, headers, raw = await self._http.post(self.url, body, self._headers)
+        if 200 <= status < 300:
+            return status, raw, None
+        return status, raw, parse_retry_after(headers.get("Retry-After"))
 
     async def _bearer(self, stale: str | None = None) -> str:
         """A valid OAuth access token; ``stale`` forces renewal unless another task did it."""

@@ -30,7 +30,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
-import aiohttp
 import jwt
 import orjson
 from cryptography.hazmat.primitives import serialization
@@ -39,7 +38,6 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from yarl import URL
 
 from connectors.base import (
-    Connector,
     Delivery,
     InvalidRequest,
     PermanentError,
@@ -47,8 +45,8 @@ from connectors.base import (
     SendResult,
     TokenInvalid,
 )
+from connectors.http import HttpConnector, HttpSession, parse_retry_after
 from connectors.push import collapse_key, platform_token, ttl_seconds
-from connectors.webhook.standard import parse_retry_after
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -171,7 +169,7 @@ def load_vapid_key(value: str | bytes | ec.EllipticCurvePrivateKey) -> ec.Ellipt
     return key
 
 
-class WebPushConnector(Connector):
+class WebPushConnector(HttpConnector):
     """Send encrypted Web Push messages to ``webpush:<subscription JSON>`` addresses."""
 
     channel: ClassVar[str] = "push"
@@ -205,8 +203,7 @@ class WebPushConnector(Connector):
     ) -> None:
         if not vapid_subject.startswith(("mailto:", "https:")):
             raise ValueError("VAPID subject must be a mailto: or https: URI")
-        if timeout <= 0 or max_connections < 1:
-            raise ValueError("timeout must be positive and max_connections at least 1")
+        self._http = HttpSession(timeout=timeout, max_connections=max_connections)
         self.vapid_key = load_vapid_key(vapid_private_key)
         self.vapid_subject = vapid_subject
         #: The ``applicationServerKey`` browsers subscribe with.
@@ -215,7 +212,6 @@ class WebPushConnector(Connector):
         self.max_connections = max_connections
         self.clock = clock
         self._vapid: dict[str, tuple[str, float]] = {}  # origin → (header, renew at)
-        self._session: aiohttp.ClientSession | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WebPushConnector:
@@ -226,18 +222,6 @@ class WebPushConnector(Connector):
             settings.webpush_vapid_subject,
             max_connections=max(settings.delivery_concurrency, 1),
         )
-
-    async def open(self) -> None:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self.max_connections),
-                timeout=aiohttp.ClientTimeout(total=self.timeout),
-            )
-
-    async def close(self) -> None:
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
 
     def vapid_header(self, origin: str) -> str:
         """``vapid t=<JWT>, k=<key>`` for a push service origin, cached until near expiry."""
@@ -290,28 +274,13 @@ class WebPushConnector(Connector):
 
     async def send(self, delivery: Delivery) -> SendResult:
         endpoint, headers, body = self.request(delivery)
-        if self._session is None or self._session.closed:
-            await self.open()
-        session = self._session
-        if session is None:  # pragma: no cover - open() always sets it
-            raise RetryableError("session_unavailable")
-        try:
-            async with session.post(
-                endpoint, data=body, headers=headers, allow_redirects=False
-            ) as response:
-                status, raw = response.status, await response.read()
-                location = response.headers.get("Location")
-                retry_after = parse_retry_after(response.headers.get("Retry-After"))
-        except (TimeoutError, aiohttp.ServerTimeoutError) as error:
-            raise RetryableError(f"timeout after {self.timeout}s") from error
-        except aiohttp.ClientConnectorError as error:
-            raise RetryableError(f"connect_error: {error.os_error or error}") from error
-        except aiohttp.ServerDisconnectedError as error:
-            raise RetryableError("server_disconnected") from error
-        except (aiohttp.ClientError, OSError) as error:
-            raise RetryableError(f"transport_error: {type(error).__name__}: {error}") from error
+        status, reply_headers, raw = await self._http.post(
+            endpoint, body, headers, allow_redirects=False
+        )
         if 200 <= status < 300:
+            location = reply_headers.get("Location")
             return SendResult(provider_message_id=location, detail={"status": status})
+        retry_after = parse_retry_after(reply_headers.get("Retry-After"))
         excerpt = " ".join(raw[:400].decode(errors="replace").split())[:200]
         reason = f"http_{status}: {excerpt}" if excerpt else f"http_{status}"
         if status in (404, 410):

@@ -29,9 +29,8 @@ from connectors.base import (
     RetryableError,
     SendResult,
 )
-from connectors.http import TRANSPORT_ERRORS, transport_error
+from connectors.http import HttpSession, excerpt, parse_retry_after
 from connectors.sms.segments import count_segments
-from connectors.webhook.standard import parse_retry_after
 
 if TYPE_CHECKING:
     from notiflow.settings import Settings
@@ -70,22 +69,18 @@ class TwilioRestClient:
     ) -> None:
         if not account_sid or not auth_token:
             raise ValueError("Twilio account SID and auth token are required")
-        if timeout <= 0:
-            raise ValueError("timeout must be positive")
-        if max_connections < 1:
-            raise ValueError("max_connections must be at least 1")
-        self.account_sid = account_sid
-        self.base_url = base_url.rstrip("/")
-        self.timeout = timeout
-        self.max_connections = max_connections
-        self._headers = {
+        headers = {
             "Authorization": aiohttp.encode_basic_auth(account_sid, auth_token),
             "User-Agent": user_agent,
             "Accept": "application/json",
             "Content-Type": "application/x-www-form-urlencoded",  # every request is a form POST
         }
+        self._http = HttpSession(timeout=timeout, max_connections=max_connections, headers=headers)
+        self.account_sid = account_sid
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.max_connections = max_connections
         self._urls: dict[str, URL] = {}
-        self._session: aiohttp.ClientSession | None = None
 
     def resource_url(self, resource: str) -> str:
         """``{base}/2010-04-01/Accounts/{sid}/{resource}.json``."""
@@ -99,46 +94,26 @@ class TwilioRestClient:
         return url
 
     async def open(self) -> None:
-        if self._session is not None and not self._session.closed:
-            return
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=self.max_connections),
-            timeout=aiohttp.ClientTimeout(total=self.timeout),
-            headers=self._headers,
-            raise_for_status=False,
-        )
+        await self._http.open()
 
     async def close(self) -> None:
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
+        await self._http.close()
 
     async def create(self, resource: str, form: Mapping[str, str] | str) -> dict[str, Any]:
         """POST ``form`` (fields, or already form-encoded) to ``resource``; return the created
         resource (it has a ``sid``)."""
-        if self._session is None or self._session.closed:
-            await self.open()
-        session = self._session
-        if session is None:  # pragma: no cover - open() always sets it
-            raise RetryableError("session_unavailable")
         body = (form if isinstance(form, str) else urlencode(form)).encode()
-        try:
-            async with session.post(
-                self._url(resource), data=body, allow_redirects=False
-            ) as response:
-                status = response.status
-                raw = await response.read()
-                retry_after = parse_retry_after(response.headers.get("Retry-After"))
-        except TRANSPORT_ERRORS as error:
-            raise transport_error(error, self.timeout) from error
+        status, headers, raw = await self._http.post(
+            self._url(resource), body, allow_redirects=False
+        )
         if 200 <= status < 300:
             created = _json_object(raw)
             if created is None or not isinstance(created.get("sid"), str):
                 # The resource may exist: a retry can duplicate it, losing it is worse.
-                excerpt = _excerpt(raw, self.ERROR_EXCERPT_CHARS)
-                raise RetryableError(f"malformed_response: {excerpt}", status=status)
+                text = excerpt(raw, self.ERROR_EXCERPT_CHARS)
+                raise RetryableError(f"malformed_response: {text}", status=status)
             return created
-        raise self.classify(status, raw, retry_after)
+        raise self.classify(status, raw, parse_retry_after(headers.get("Retry-After")))
 
     @classmethod
     def classify(cls, status: int, raw: bytes, retry_after: float | None) -> ConnectorError:
@@ -146,7 +121,7 @@ class TwilioRestClient:
         payload = _json_object(raw) or {}
         code, message = payload.get("code"), payload.get("message")
         label = f"twilio_{code}" if isinstance(code, int) else f"http_{status}"
-        detail = str(message) if message else _excerpt(raw, cls.ERROR_EXCERPT_CHARS)
+        detail = str(message) if message else excerpt(raw, cls.ERROR_EXCERPT_CHARS)
         reason = f"{label}: {detail}" if detail else label
         if status in cls.AUTH_STATUSES:
             return PermanentError(f"auth_failed: {reason}", status=status)
@@ -161,10 +136,6 @@ def _json_object(raw: bytes) -> dict[str, Any] | None:
     except orjson.JSONDecodeError:
         return None
     return value if isinstance(value, dict) else None
-
-
-def _excerpt(raw: bytes, limit: int) -> str:
-    return " ".join(raw[: limit * 4].decode("utf-8", errors="replace").split())[:limit]
 
 
 class TwilioSmsConnector(Connector):

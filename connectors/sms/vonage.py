@@ -14,12 +14,10 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlencode
 
-import aiohttp
 import orjson
 from yarl import URL
 
 from connectors.base import (
-    Connector,
     ConnectorError,
     Delivery,
     InvalidRequest,
@@ -27,9 +25,8 @@ from connectors.base import (
     RetryableError,
     SendResult,
 )
-from connectors.http import TRANSPORT_ERRORS, transport_error
+from connectors.http import HttpConnector, HttpSession, excerpt, parse_retry_after
 from connectors.sms.segments import SegmentInfo, count_segments
-from connectors.webhook.standard import parse_retry_after
 
 if TYPE_CHECKING:
     from notiflow.settings import Settings
@@ -63,7 +60,7 @@ STATUS_NAMES: Mapping[str, str] = {
 }
 
 
-class VonageSmsConnector(Connector):
+class VonageSmsConnector(HttpConnector):
     """SMS through the Vonage SMS API from ``sender`` (a number or an alphanumeric id).
 
     ``provider_message_id`` is the first part's ``message-id`` (all are in ``detail``);
@@ -99,10 +96,12 @@ class VonageSmsConnector(Connector):
             raise ValueError("Vonage api_key and api_secret are required")
         if not sender:
             raise ValueError("a sender (number or alphanumeric id) is required")
-        if timeout <= 0:
-            raise ValueError("timeout must be positive")
-        if max_connections < 1:
-            raise ValueError("max_connections must be at least 1")
+        headers = {
+            "User-Agent": user_agent,
+            "Accept": "application/json",
+            "Content-Type": "application/x-www-form-urlencoded",  # every request is a form
+        }
+        self._http = HttpSession(timeout=timeout, max_connections=max_connections, headers=headers)
         self.api_key = api_key
         self.sender = sender.removeprefix("+")
         # Fields every message shares (credentials, sender), form-encoded once.
@@ -113,7 +112,6 @@ class VonageSmsConnector(Connector):
         self.timeout = timeout
         self.max_connections = max_connections
         self.user_agent = user_agent
-        self._session: aiohttp.ClientSession | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> VonageSmsConnector:
@@ -124,25 +122,6 @@ class VonageSmsConnector(Connector):
             base_url=settings.vonage_base_url,
             max_connections=max(settings.delivery_concurrency, 1),
         )
-
-    async def open(self) -> None:
-        if self._session is not None and not self._session.closed:
-            return
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=self.max_connections),
-            timeout=aiohttp.ClientTimeout(total=self.timeout),
-            headers={
-                "User-Agent": self.user_agent,
-                "Accept": "application/json",
-                "Content-Type": "application/x-www-form-urlencoded",  # every request is a form
-            },
-            raise_for_status=False,
-        )
-
-    async def close(self) -> None:
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
 
     def form(self, delivery: Delivery) -> dict[str, str]:
         """The form fields POSTed for ``delivery`` (``type=unicode`` when it needs UCS-2)."""
@@ -163,20 +142,9 @@ class VonageSmsConnector(Connector):
     async def send(self, delivery: Delivery) -> SendResult:
         info = count_segments(delivery.body)
         body = f"{self._shared_encoded}&{urlencode(self._own_fields(delivery, info))}".encode()
-        if self._session is None or self._session.closed:
-            await self.open()
-        session = self._session
-        if session is None:  # pragma: no cover - open() always sets it
-            raise RetryableError("session_unavailable")
-        try:
-            async with session.post(self._url, data=body, allow_redirects=False) as response:
-                status = response.status
-                raw = await response.read()
-                retry_after = parse_retry_after(response.headers.get("Retry-After"))
-        except TRANSPORT_ERRORS as error:
-            raise transport_error(error, self.timeout) from error
+        status, headers, raw = await self._http.post(self._url, body, allow_redirects=False)
         if not 200 <= status < 300:
-            raise self._http_error(status, raw, retry_after)
+            raise self._http_error(status, raw, parse_retry_after(headers.get("Retry-After")))
         parts = self._parts(raw, status)
         ids = [str(part.get("message-id")) for part in parts]
         prices = [
@@ -202,8 +170,8 @@ class VonageSmsConnector(Connector):
             payload = None
         parts = payload.get("messages") if isinstance(payload, dict) else None
         if not isinstance(parts, list) or not parts or not all(isinstance(p, dict) for p in parts):
-            excerpt = _excerpt(raw, self.ERROR_EXCERPT_CHARS)
-            raise RetryableError(f"malformed_response: {excerpt}", status=status)
+            text = excerpt(raw, self.ERROR_EXCERPT_CHARS)
+            raise RetryableError(f"malformed_response: {text}", status=status)
         refused = [p for p in parts if str(p.get("status")) != "0"]
         if not refused:
             return parts
@@ -231,8 +199,8 @@ class VonageSmsConnector(Connector):
 
     @classmethod
     def _http_error(cls, status: int, raw: bytes, retry_after: float | None) -> ConnectorError:
-        excerpt = _excerpt(raw, cls.ERROR_EXCERPT_CHARS)
-        reason = f"http_{status}: {excerpt}" if excerpt else f"http_{status}"
+        text = excerpt(raw, cls.ERROR_EXCERPT_CHARS)
+        reason = f"http_{status}: {text}" if text else f"http_{status}"
         if status in (401, 403):
             return PermanentError(f"auth_failed: {reason}", status=status)
         if status in (408, 425, 429) or status >= 500:
@@ -259,7 +227,3 @@ def _decimal(value: Any) -> float | None:
         return float(value) if value is not None else None
     except (TypeError, ValueError):
         return None
-
-
-def _excerpt(raw: bytes, limit: int) -> str:
-    return " ".join(raw[: limit * 4].decode("utf-8", errors="replace").split())[:limit]

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import datetime as dt
-import email.utils
 import hashlib
 import hmac
 import logging
@@ -26,7 +24,6 @@ import orjson
 from yarl import URL
 
 from connectors.base import (
-    Connector,
     ConnectorError,
     Delivery,
     InvalidRequest,
@@ -34,7 +31,13 @@ from connectors.base import (
     RetryableError,
     SendResult,
 )
-from connectors.http import TRANSPORT_ERRORS, transport_error
+from connectors.http import (
+    TRANSPORT_ERRORS,
+    HttpConnector,
+    HttpSession,
+    parse_retry_after,
+    transport_error,
+)
 
 if TYPE_CHECKING:
     from notiflow.settings import Settings
@@ -93,25 +96,7 @@ def verify(
     )
 
 
-def parse_retry_after(value: str | None, *, now: dt.datetime | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date)."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    return max(0.0, (when - (now or dt.datetime.now(dt.UTC))).total_seconds())
-
-
-class WebhookConnector(Connector):
+class WebhookConnector(HttpConnector):
     """POST a signed JSON notification to the URL in ``delivery.address``.
 
     Safe to share across tasks on one event loop; ``max_connections`` caps open sockets.
@@ -141,15 +126,13 @@ class WebhookConnector(Connector):
         for candidate in (secret, *(endpoint_secrets or {}).values()):
             _secret_key(candidate)  # fail fast on a malformed secret
         self.endpoint_secrets = dict(endpoint_secrets or {})
-        if timeout <= 0:
-            raise ValueError("timeout must be positive")
-        if max_connections < 1:
-            raise ValueError("max_connections must be at least 1")
+        self._http = HttpSession(
+            timeout=timeout, max_connections=max_connections, headers={"User-Agent": user_agent}
+        )
         self.secret = secret
         self.timeout = timeout
         self.max_connections = max_connections
         self.user_agent = user_agent
-        self._session: aiohttp.ClientSession | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WebhookConnector:
@@ -159,21 +142,6 @@ class WebhookConnector(Connector):
             timeout=settings.webhook_timeout_seconds,
             max_connections=max(settings.delivery_concurrency, 1),
         )
-
-    async def open(self) -> None:
-        if self._session is not None and not self._session.closed:
-            return
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=self.max_connections),
-            timeout=aiohttp.ClientTimeout(total=self.timeout),
-            headers={"User-Agent": self.user_agent},
-            raise_for_status=False,
-        )
-
-    async def close(self) -> None:
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
 
     @staticmethod
     def message_id(delivery: Delivery) -> str:
@@ -230,11 +198,7 @@ class WebhookConnector(Connector):
         url = self._target(delivery.address)
         body = self.payload(delivery)
         msg_id = self.message_id(delivery)
-        if self._session is None or self._session.closed:
-            await self.open()
-        session = self._session
-        if session is None:  # pragma: no cover - open() always sets it
-            raise RetryableError("session_unavailable")
+        session = await self._http.open()
         try:
             async with session.post(
                 url,
@@ -268,7 +232,7 @@ class WebhookConnector(Connector):
     async def _excerpt(self, response: aiohttp.ClientResponse) -> str:
         try:
             raw = await response.content.read(self.ERROR_EXCERPT_CHARS * 4)
-        except (TimeoutError, aiohttp.ClientError, OSError):
+        except TRANSPORT_ERRORS:
             return ""
         text = raw.decode("utf-8", errors="replace")
         return " ".join(text.split())[: self.ERROR_EXCERPT_CHARS]

@@ -1,8 +1,9 @@
 """A local APNs provider API over real HTTP/2 + TLS: the stand-in for ``api.push.apple.com``.
 
-An ``h2`` server on asyncio in a background thread, TLS with a self-signed certificate made at
-start (``ca_file`` / ``ssl_context()`` for clients), ALPN ``h2`` only. ``POST /3/device/{token}``
-is checked like APNs does: the ES256 provider JWT against the public keys it was given (kid,
+An ``h2`` server on asyncio in a background thread (``server.LoopbackServer``: lifecycle,
+recording, fault queue), TLS with a self-signed certificate made at start (``ca_file`` /
+``ssl_context()`` for clients), ALPN ``h2`` only. ``POST /3/device/{token}`` is checked like
+APNs does: the ES256 provider JWT against the public keys it was given (kid,
 iss, one-hour age, renewals at most every 20 minutes), ``apns-topic``, ``apns-push-type``,
 ``apns-priority``, ``apns-expiration``, ``apns-id``, the token, the 4096-byte payload. Success is
 200 with an ``apns-id`` header; errors are ``{"reason": ...}`` (410 adds ``timestamp``).
@@ -22,10 +23,8 @@ import ipaddress
 import logging
 import ssl
 import tempfile
-import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +42,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+from notiflow.devservices.server import LoopbackServer, Shutdown, retry_after_value
 
 __all__ = ["ApnsApi", "ApnsRequest"]
 
@@ -196,11 +197,14 @@ class _H2Connection(asyncio.Protocol):
             self.transport.close()
 
 
-class ApnsApi:
-    """APNs on a loopback port; ``base_url`` goes in ``NOTIFLOW_APNS_BASE_URL``."""
+class ApnsApi(LoopbackServer[ApnsRequest, _Fault]):
+    """APNs on a loopback port; ``base_url`` goes in ``NOTIFLOW_APNS_BASE_URL``.
 
-    START_TIMEOUT_S = 5.0
-    STOP_TIMEOUT_S = 5.0
+    ``count`` is requests answered 200.
+    """
+
+    NAME = "apns-api"
+    SCHEME = "https"
     MAX_PAYLOAD_BYTES = 4096
     TOKEN_MAX_AGE_S = 3600
     MIN_TOKEN_RENEWAL_S = 20 * 60
@@ -216,24 +220,18 @@ class ApnsApi:
         max_requests_per_connection: int = 0,
         max_concurrent_streams: int = 1000,
     ) -> None:
-        self.host, self.port, self.team_id, self.topic = host, port, team_id, topic
-        self.delay_seconds = delay_seconds
+        super().__init__(host, port, delay_seconds=delay_seconds)
+        self.team_id, self.topic = team_id, topic
         self.max_requests_per_connection = max_requests_per_connection
         self.max_concurrent_streams = max_concurrent_streams
         self.connections = 0
-        self._cond = threading.Condition()
-        self._received: list[ApnsRequest] = []
-        self._accepted = 0
-        self._faults: deque[_Fault] = deque()
         self._keys: dict[str, ec.EllipticCurvePublicKey] = {}
         self._jwt_iat: dict[str, int] = {}  # verified token → iat
         self._latest_iat: dict[str, int] = {}  # key id → iat of its newest accepted token
         self._expired: set[str] = set()
         self._dead: dict[str, int] = {}  # device token → unregistered-since (ms)
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._startup_error: BaseException | None = None
+        self._server_ssl: ssl.SSLContext | None = None
         self._live: set[_H2Connection] = set()  # open connections (server thread only)
 
     # --- keys and TLS ------------------------------------------------------------------------
@@ -258,67 +256,6 @@ class ApnsApi:
     def ssl_context(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=self.ca_file)
 
-    @property
-    def base_url(self) -> str:
-        return f"https://{self.host}:{self.port}"
-
-    # --- lifecycle ---------------------------------------------------------------------------
-    def start(self) -> ApnsApi:
-        if self._thread is not None:
-            return self
-        self._tmp = tempfile.TemporaryDirectory(prefix="apns-api-")
-        server_ssl = self._make_tls(Path(self._tmp.name))
-        self._loop = asyncio.new_event_loop()
-        ready = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, args=(self._loop, server_ssl, ready), name="apns-api", daemon=True
-        )
-        self._thread.start()
-        if not ready.wait(self.START_TIMEOUT_S) or self._startup_error is not None:
-            error = self._startup_error or TimeoutError("APNs stand-in did not start")
-            self.stop()
-            raise error
-        log.info("APNs stand-in listening on %s", self.base_url)
-        return self
-
-    def stop(self) -> None:
-        thread, loop, self._thread = self._thread, self._loop, None
-        if thread is not None and loop is not None:
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(loop.stop)
-            thread.join(self.STOP_TIMEOUT_S)
-        if self._tmp is not None:
-            self._tmp.cleanup()
-            self._tmp = None
-
-    def __enter__(self) -> ApnsApi:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    # --- what was received -------------------------------------------------------------------
-    @property
-    def received(self) -> list[ApnsRequest]:
-        with self._cond:
-            return list(self._received)
-
-    @property
-    def count(self) -> int:
-        """Requests answered 200."""
-        with self._cond:
-            return self._accepted
-
-    def wait_for(self, n: int, timeout: float) -> bool:
-        with self._cond:
-            return self._cond.wait_for(lambda: self._accepted >= n, timeout)
-
-    def clear(self) -> None:
-        with self._cond:
-            self._received.clear()
-            self._accepted = 0
-            self._faults.clear()
-
     # --- fault injection ---------------------------------------------------------------------
     def respond_with(
         self,
@@ -329,26 +266,23 @@ class ApnsApi:
         times: int = 1,
     ) -> None:
         """Answer the next ``times`` requests with ``status`` and ``{"reason": reason}``."""
-        with self._cond:
-            self._faults.extend([_Fault("reply", status, reason, dict(headers or {}))] * times)
+        self._push(_Fault("reply", status, reason, dict(headers or {})), times)
 
     def script(self, statuses: Iterable[int]) -> None:
         for status in statuses:
             self.respond_with(status, _DEFAULT_REASONS.get(status, f"HTTP{status}"))
 
     def throttle(self, retry_after: str | float = 1, *, times: int = 1) -> None:
-        value = retry_after if isinstance(retry_after, str) else f"{retry_after:g}"
-        self.respond_with(429, "TooManyRequests", {"retry-after": value}, times=times)
+        headers = {"retry-after": retry_after_value(retry_after)}
+        self.respond_with(429, "TooManyRequests", headers, times=times)
 
     def drop_next(self, times: int = 1) -> None:
         """Abort the TCP connection instead of answering the next ``times`` requests."""
-        with self._cond:
-            self._faults.extend([_Fault("drop")] * times)
+        self._push(_Fault("drop"), times)
 
     def goaway_next(self, times: int = 1) -> None:
         """End the connection with GOAWAY (last stream = this request) without answering."""
-        with self._cond:
-            self._faults.extend([_Fault("goaway")] * times)
+        self._push(_Fault("goaway"), times)
 
     def kill_token(self, *tokens: str, since_ms: int | None = None) -> None:
         """These device tokens answer 410 ``Unregistered`` from now on."""
@@ -364,8 +298,7 @@ class ApnsApi:
     def _on_request(
         self, conn: _H2Connection, stream_id: int, headers: dict[str, str], body: bytes
     ) -> None:
-        with self._cond:
-            fault = self._faults.popleft() if self._faults else None
+        fault = self._next_fault()
         if fault is not None and fault.kind != "reply":
             self._record(conn, stream_id, headers, body, 0, fault.kind)
             if fault.kind == "drop":
@@ -478,11 +411,7 @@ class ApnsApi:
         entry = ApnsRequest(
             headers.get(":path", ""), headers, body, status, reason, conn.number, stream_id
         )
-        with self._cond:
-            self._received.append(entry)
-            if status == 200:
-                self._accepted += 1
-            self._cond.notify_all()
+        self._store(entry, status == 200)
 
     # --- server (background thread) ----------------------------------------------------------
     def _make_tls(self, folder: Path) -> ssl.SSLContext:
@@ -513,28 +442,29 @@ class ApnsApi:
         context.set_alpn_protocols(["h2"])
         return context
 
-    def _run(
-        self, loop: asyncio.AbstractEventLoop, context: ssl.SSLContext, ready: threading.Event
-    ) -> None:
-        asyncio.set_event_loop(loop)
-        server: asyncio.Server | None = None
-        try:
-            server = loop.run_until_complete(
-                loop.create_server(self._new_connection, self.host, self.port, ssl=context)
-            )
-            self.port = int(server.sockets[0].getsockname()[1])
-        except BaseException as error:
-            self._startup_error = error
-        ready.set()
-        try:
-            if server is not None:
-                loop.run_forever()
-                server.close()
-                for connection in list(self._live):
-                    connection.abort()
-                loop.run_until_complete(asyncio.sleep(0))  # let the aborts run
-        finally:
-            loop.close()
+    def _prepare(self) -> None:
+        self._tmp = tempfile.TemporaryDirectory(prefix="apns-api-")
+        self._server_ssl = self._make_tls(Path(self._tmp.name))
+
+    def _release(self) -> None:
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    async def _listen(self) -> Shutdown:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(
+            self._new_connection, self.host, self.port, ssl=self._server_ssl
+        )
+        self.port = int(server.sockets[0].getsockname()[1])
+
+        async def shutdown() -> None:
+            server.close()
+            for connection in list(self._live):
+                connection.abort()
+            await asyncio.sleep(0)  # let the aborts run
+
+        return shutdown
 
     def _new_connection(self) -> _H2Connection:
         with self._cond:

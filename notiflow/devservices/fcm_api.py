@@ -13,7 +13,6 @@ means "answer normally", a scripted error status is answered in Google's error s
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import re
 import secrets
@@ -30,7 +29,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from google.auth.credentials import Credentials as GoogleCredentials
 
-from notiflow.devservices.webhook_receiver import WebhookReceiver
+from notiflow.devservices.server import retry_after_value
+from notiflow.devservices.webhook_receiver import Reply, WebhookReceiver
 
 __all__ = ["FCM_ERRORS", "FcmApi", "StaticTokenCredentials", "google_error"]
 
@@ -84,7 +84,9 @@ class StaticTokenCredentials(GoogleCredentials):
 class FcmApi(WebhookReceiver):
     """FCM HTTP v1 on a loopback port. ``base_url`` goes in ``NOTIFLOW_FCM_BASE_URL``."""
 
+    NAME = "fcm-api"
     MAX_PAYLOAD_BYTES = 4096
+    SCRIPTED_SUCCESS_IS_NORMAL = True
 
     def __init__(
         self,
@@ -105,10 +107,6 @@ class FcmApi(WebhookReceiver):
         self._dead_tokens: set[str] = set()
         self._signing_keys: dict[str, rsa.RSAPublicKey] = {}  # service-account key id → key
         self._sequence = 0
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
 
     # --- credentials ---------------------------------------------------------------------
     def issue_token(self) -> str:
@@ -183,10 +181,10 @@ class FcmApi(WebhookReceiver):
 
     def throttle(self, retry_after: str | float = 1, *, times: int = 1) -> None:
         """429 ``QUOTA_EXCEEDED`` with ``Retry-After`` for the next ``times`` sends."""
-        value = retry_after if isinstance(retry_after, str) else f"{retry_after:g}"
         status, google_status, message = FCM_ERRORS["QUOTA_EXCEEDED"]
         body = google_error(status, google_status, message, "QUOTA_EXCEEDED")
-        self.respond_with(status, body, {"Retry-After": value}, times=times)
+        headers = {"Retry-After": retry_after_value(retry_after)}
+        self.respond_with(status, body, headers, times=times)
 
     @property
     def messages(self) -> list[dict[str, Any]]:
@@ -195,32 +193,15 @@ class FcmApi(WebhookReceiver):
 
     # --- server (background thread) ------------------------------------------------------
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        body = await request.read()
         if request.path == "/token" and request.method == "POST":
-            return self._token_response(body)
-        reply = self._next_reply(request.path)
-        if self.delay_seconds > 0:
-            await asyncio.sleep(self.delay_seconds)
-        if reply.drop:
-            self._record(request, body, 0)
-            if request.transport is not None:
-                request.transport.abort()
-            raise asyncio.CancelledError  # aiohttp: no response on an aborted connection
-        headers: dict[str, str] = {}
-        if 200 <= reply.status < 300:
-            status, answer = self._answer(request, body)
-        else:
-            status, answer, headers = reply.status, reply.body, dict(reply.headers)
-        self._record(request, body, status)
-        return web.Response(
-            status=status, body=answer, headers={"Content-Type": "application/json", **headers}
-        )
+            return self._token_response(await request.read())
+        return await super()._handle(request)
 
-    def _answer(self, request: web.Request, body: bytes) -> tuple[int, bytes]:
+    def _answer(self, request: web.Request, body: bytes) -> Reply:
         """FCM's own checks, in its order: path, auth, project, message, token."""
         match = _SEND_PATH.match(request.path)
-        if request.method != "POST" or match is None:
-            return 404, b"<html><title>Error 404 (Not Found)</title></html>"  # Google's front end
+        if request.method != "POST" or match is None:  # Google's front end answers in HTML
+            return Reply(404, b"<html><title>Error 404 (Not Found)</title></html>")
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         with self._lock:
             authorized = scheme.lower() == "bearer" and token in self._access_tokens
@@ -251,7 +232,7 @@ class FcmApi(WebhookReceiver):
             self._sequence += 1
             sequence = self._sequence
         name = f"projects/{self.project_id}/messages/0:{time.time_ns() // 1000}%{sequence:016x}"
-        return 200, orjson.dumps({"name": name})
+        return Reply(200, orjson.dumps({"name": name}))
 
     def _token_response(self, body: bytes) -> web.Response:
         """OAuth2 JWT-bearer grant (RFC 7523) for the service accounts this server wrote."""
@@ -277,12 +258,10 @@ class FcmApi(WebhookReceiver):
         return web.json_response(answer)
 
 
-def _error(
-    status: int, google_status: str, message: str, error_code: str | None = None
-) -> tuple[int, bytes]:
+def _error(status: int, google_status: str, message: str, error_code: str | None = None) -> Reply:
     """``error_code=""`` adds a ``google.rpc.BadRequest`` detail instead of an ``FcmError``."""
     body = google_error(status, google_status, message, error_code or None)
     if error_code == "":
         violation: Mapping[str, Any] = {"field": "message", "description": message}
         body["error"]["details"] = [{"@type": BAD_REQUEST_TYPE, "fieldViolations": [violation]}]
-    return status, orjson.dumps(body)
+    return Reply(status, orjson.dumps(body))

@@ -9,7 +9,6 @@ as ``{"message": ...}``.
 
 from __future__ import annotations
 
-import base64
 import re
 import secrets
 import time
@@ -19,8 +18,8 @@ from urllib.parse import parse_qsl
 import orjson
 from aiohttp import web
 
-from notiflow.devservices.sendgrid_api import ProviderApi
-from notiflow.devservices.webhook_receiver import ReceivedRequest, _Reply
+from notiflow.devservices.server import basic_auth, retry_after_value
+from notiflow.devservices.webhook_receiver import ReceivedRequest, Reply, WebhookReceiver
 
 __all__ = ["MailgunApi", "parse_form"]
 
@@ -59,11 +58,13 @@ def mailgun_error(message: str) -> bytes:
     return orjson.dumps({"message": message})
 
 
-class MailgunApi(ProviderApi):
+class MailgunApi(WebhookReceiver):
     """Answers ``POST /v3/{domain}/messages`` for ``domain``; ``count`` is accepted messages.
 
     Precedence: path rules, scripted replies, auth, domain, validation, then 200.
     """
+
+    NAME = "mailgun-api"
 
     def __init__(
         self,
@@ -76,10 +77,6 @@ class MailgunApi(ProviderApi):
     ) -> None:
         super().__init__(host, port, delay_seconds=delay_seconds)
         self.api_key, self.domain = api_key, domain
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
 
     @staticmethod
     def form(request: ReceivedRequest) -> dict[str, list[str]]:
@@ -95,47 +92,37 @@ class MailgunApi(ProviderApi):
 
     def throttle(self, retry_after: str | float = 1, *, times: int = 1) -> None:
         """429 with ``Retry-After`` and ``X-RateLimit-Reset`` (unix milliseconds)."""
-        value = retry_after if isinstance(retry_after, str) else f"{retry_after:g}"
+        value = retry_after_value(retry_after)
         reset = f"{(time.time() + float(value)) * 1000:.0f}"
         headers = {"Retry-After": value, "X-RateLimit-Reset": reset}
         self.respond_with(429, mailgun_error("Too many requests"), headers, times=times)
 
     # --- server --------------------------------------------------------------------------
-    def _content_type(self, reply: _Reply) -> str:
+    def _content_type(self, reply: Reply) -> str:
         return "text/plain" if reply.status == 401 else "application/json"
 
-    def _answer(self, request: web.Request, body: bytes) -> _Reply:
+    def _answer(self, request: web.Request, body: bytes) -> Reply:
         parts = request.path.strip("/").split("/")
         if request.method != "POST" or len(parts) != 3 or parts[0] != "v3":
-            return _Reply(404, mailgun_error("not found"))
-        if not self._authorized(request.headers.get("Authorization", "")):
-            return _Reply(401, b"Forbidden")
+            return Reply(404, mailgun_error("not found"))
+        if basic_auth(request.headers.get("Authorization", "")) != ("api", self.api_key):
+            return Reply(401, b"Forbidden")
         if parts[1] != self.domain:
-            return _Reply(404, mailgun_error(f"Domain not found: {parts[1]}"))
+            return Reply(404, mailgun_error(f"Domain not found: {parts[1]}"))
         if parts[2] != "messages":
-            return _Reply(404, mailgun_error("not found"))
+            return Reply(404, mailgun_error("not found"))
         fields = parse_form(request.headers.get("Content-Type", ""), body)
         for required in ("from", "to"):
             if not fields.get(required) or not fields[required][0]:
-                return _Reply(400, mailgun_error(f"'{required}' parameter is missing"))
+                return Reply(400, mailgun_error(f"'{required}' parameter is missing"))
         if not any(
             value for name in ("text", "html", "template") for value in fields.get(name, [])
         ):
-            return _Reply(400, mailgun_error("Need at least one of 'text', 'html' or 'template'"))
+            return Reply(400, mailgun_error("Need at least one of 'text', 'html' or 'template'"))
         if "@" not in fields["to"][0]:
             message = f"to parameter is not a valid address: {fields['to'][0]}"
-            return _Reply(400, mailgun_error(message))
-        return _Reply(200, _queued(self.domain))
-
-    def _authorized(self, header: str) -> bool:
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "basic":
-            return False
-        try:
-            user, _, key = base64.b64decode(token, validate=True).decode().partition(":")
-        except (ValueError, UnicodeDecodeError):
-            return False
-        return user == "api" and key == self.api_key
+            return Reply(400, mailgun_error(message))
+        return Reply(200, _queued(self.domain))
 
 
 def _queued(domain: str) -> bytes:

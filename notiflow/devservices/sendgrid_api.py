@@ -2,13 +2,13 @@
 
 A ``WebhookReceiver`` (same lifecycle: background thread, free loopback port, ``start``/``stop``,
 context manager, ``received``, ``count``, ``wait_for``, ``script``, ``drop_next``, latency)
-that answers like SendGrid: it checks the Bearer key and the request's shape, answers ``202``
-with an ``X-Message-Id`` header, and errors in SendGrid's ``{"errors": [...]}`` shape.
+whose ``_answer`` answers like SendGrid: it checks the Bearer key and the request's shape,
+answers ``202`` with an ``X-Message-Id`` header, and errors in SendGrid's ``{"errors": [...]}``
+shape.
 """
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import threading
 import time
@@ -18,9 +18,9 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from notiflow.devservices.webhook_receiver import WebhookReceiver, _Reply
+from notiflow.devservices.webhook_receiver import Reply, WebhookReceiver
 
-__all__ = ["ProviderApi", "SendGridApi", "sendgrid_error"]
+__all__ = ["SendGridApi", "sendgrid_error"]
 
 MAX_PERSONALIZATIONS = 1000
 
@@ -30,48 +30,11 @@ def sendgrid_error(message: str, field: str | None = None, help_url: str | None 
     return orjson.dumps({"errors": [{"message": message, "field": field, "help": help_url}]})
 
 
-class ProviderApi(WebhookReceiver):
-    """A ``WebhookReceiver`` whose default answer comes from ``_answer`` (a provider's rules).
-
-    Precedence per request: ``status_for_path`` rules, then scripted replies (faults), then
-    ``_answer`` (auth, validation, success). Shared by the SendGrid and Mailgun stand-ins.
-    """
-
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
-        body = await request.read()
-        reply = self._next_scripted(request.path) or self._answer(request, body)
-        if self.delay_seconds > 0:
-            await asyncio.sleep(self.delay_seconds)
-        self._record(request, body, reply.status)
-        if reply.drop:
-            if request.transport is not None:
-                request.transport.abort()
-            raise asyncio.CancelledError  # aiohttp: no response on an aborted connection
-        if 200 <= reply.status < 300:
-            self._on_accepted(request, body)
-        headers = {"Content-Type": self._content_type(reply), **reply.headers}
-        return web.Response(status=reply.status, body=reply.body, headers=headers)
-
-    def _next_scripted(self, path: str) -> _Reply | None:
-        with self._cond:
-            if path in self._path_status:
-                return self._path_status[path]
-            return self._script.popleft() if self._script else None
-
-    def _answer(self, request: web.Request, body: bytes) -> _Reply:
-        return _Reply()
-
-    def _on_accepted(self, request: web.Request, body: bytes) -> None:
-        """Hook: a 2xx answer went out for this request."""
-
-    def _content_type(self, reply: _Reply) -> str:
-        return "application/json"
-
-
-class SendGridApi(ProviderApi):
+class SendGridApi(WebhookReceiver):
     """Answers ``POST /v3/mail/send``; ``count`` is accepted requests, ``messages`` accepted
     personalizations. Precedence: path rules, scripted replies, auth, validation, then 202."""
 
+    NAME = "sendgrid-api"
     SEND_PATH = "/v3/mail/send"
 
     def __init__(
@@ -87,10 +50,6 @@ class SendGridApi(ProviderApi):
         self._messages = 0
         self._rejected: dict[str, str] = {}
         self._rejected_lock = threading.Lock()
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
 
     @property
     def messages(self) -> int:
@@ -137,22 +96,22 @@ class SendGridApi(ProviderApi):
                 self._messages += len(orjson.loads(body).get("personalizations", []))
                 self._cond.notify_all()
 
-    def _answer(self, request: web.Request, body: bytes) -> _Reply:
+    def _answer(self, request: web.Request, body: bytes) -> Reply:
         if request.path != self.SEND_PATH or request.method != "POST":
-            return _Reply(404, sendgrid_error("not found"))
+            return Reply(404, sendgrid_error("not found"))
         if request.headers.get("Authorization") != f"Bearer {self.api_key}":
             message = "The provided authorization grant is invalid, expired, or revoked"
-            return _Reply(401, sendgrid_error(message))
+            return Reply(401, sendgrid_error(message))
         if not request.headers.get("Content-Type", "").startswith("application/json"):
-            return _Reply(400, sendgrid_error("Content-Type should be application/json."))
+            return Reply(400, sendgrid_error("Content-Type should be application/json."))
         try:
             message = orjson.loads(body)
         except orjson.JSONDecodeError:
-            return _Reply(400, sendgrid_error("Bad Request", None))
+            return Reply(400, sendgrid_error("Bad Request", None))
         problem = self._validate(message)
         if problem is not None:
-            return _Reply(400, sendgrid_error(problem[1], problem[0]))
-        return _Reply(202, b"", {"X-Message-Id": _message_id()})
+            return Reply(400, sendgrid_error(problem[1], problem[0]))
+        return Reply(202, b"", {"X-Message-Id": _message_id()})
 
     def _validate(self, message: Any) -> tuple[str | None, str] | None:
         """(field, message) of the first problem, as SendGrid reports it; None if valid."""

@@ -24,6 +24,7 @@ from aiohttp import web
 
 from connectors.sms.segments import count_segments
 from notiflow.devservices.provider_api import ProviderApiServer, Reply, basic_auth, json_reply
+from notiflow.devservices.server import retry_after_value
 
 __all__ = ["TEST_ACCOUNT_SID", "TEST_AUTH_TOKEN", "TwilioApi", "twilio_error"]
 
@@ -94,8 +95,8 @@ class TwilioApi(ProviderApiServer):
 
     def throttle(self, retry_after: str | float = 1, *, times: int = 1) -> None:
         """429 / 20429 with ``Retry-After`` for the next ``times`` requests."""
-        value = retry_after if isinstance(retry_after, str) else f"{retry_after:g}"
-        reply = twilio_error(429, 20429, "Too Many Requests", {"Retry-After": value})
+        headers = {"Retry-After": retry_after_value(retry_after)}
+        reply = twilio_error(429, 20429, "Too Many Requests", headers)
         self.push(reply, times)
 
     def _error(self, status: int) -> Reply:

@@ -3,7 +3,7 @@
 Like Vonage it answers HTTP 200 whatever happens to the message: the outcome is the ``status``
 of each entry in ``messages[]`` (one per concatenated part; "0" success, "2" missing parameter,
 "3" invalid parameter, "4" bad credentials, ...). Accepts form, JSON or query parameters.
-Lifecycle, recording and generic faults come from ``twilio_api.ProviderApiServer``.
+Lifecycle, recording and generic faults come from ``provider_api.ProviderApiServer``.
 """
 
 from __future__ import annotations

@@ -1,32 +1,30 @@
 """A real HTTP server that records webhook calls: the local stand-in for a customer endpoint.
 
 An ``aiohttp.web`` app on its own event loop in a background thread, on a loopback port the
-OS picks. It checks Standard Webhooks signatures when given the secret, and can be scripted
-to fail (status codes, ``Retry-After``, dropped connections, latency) for tests and demos.
+OS picks (``server.AiohttpServer``). It checks Standard Webhooks signatures when given the
+secret, and can be scripted to fail (status codes, ``Retry-After``, dropped connections,
+latency) for tests and demos. The SendGrid, Mailgun, FCM and Web Push stand-ins are built on
+it: they replace ``_answer`` (the normal answer) with their API's rules.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
-import logging
-import threading
 import time
-from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 from aiohttp import web
 
 from connectors.webhook.standard import verify
+from notiflow.devservices.server import AiohttpServer, Reply, abort, retry_after_value
 
-__all__ = ["ReceivedRequest", "WebhookReceiver"]
+__all__ = ["ReceivedRequest", "Reply", "WebhookReceiver"]
 
-log = logging.getLogger(__name__)
+OK = Reply(200, b'{"ok":true}')
 
 
 @dataclass(frozen=True)
@@ -62,17 +60,9 @@ class ReceivedRequest:
         return verify(self.secret, self.headers, self.body, self.tolerance_s, now=self.received_at)
 
 
-@dataclass(frozen=True, slots=True)
-class _Reply:
-    status: int = 200
-    body: bytes = b'{"ok":true}'
-    headers: Mapping[str, str] = field(default_factory=dict)
-    drop: bool = False
-
-
 def _encode_body(body: bytes | str | Mapping[str, Any] | None, status: int) -> bytes:
     if body is None:
-        return b'{"ok":true}' if 200 <= status < 300 else orjson.dumps({"error": status})
+        return OK.body if 200 <= status < 300 else orjson.dumps({"error": status})
     if isinstance(body, bytes):
         return body
     if isinstance(body, str):
@@ -80,15 +70,17 @@ def _encode_body(body: bytes | str | Mapping[str, Any] | None, status: int) -> b
     return orjson.dumps(body)
 
 
-class WebhookReceiver:
+class WebhookReceiver(AiohttpServer[ReceivedRequest]):
     """Records every request; answers 200 ``{"ok": true}`` unless scripted otherwise.
 
-    Precedence for each request: ``status_for_path`` rules, then the scripted queue, then 200.
+    Precedence for each request: ``status_for_path`` rules, then the scripted queue, then
+    ``_answer``. A request is recorded once the latency has passed; ``count`` is 2xx answers.
     """
 
-    START_TIMEOUT_S = 5.0
-    STOP_TIMEOUT_S = 5.0
-    SHUTDOWN_GRACE_S = 1.0
+    NAME = "webhook-receiver"
+    CLIENT_MAX_SIZE = 8 * 1024 * 1024
+    #: A scripted 2xx means "answer normally" (``_answer``) rather than "answer exactly this".
+    SCRIPTED_SUCCESS_IS_NORMAL: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -99,98 +91,25 @@ class WebhookReceiver:
         delay_seconds: float = 0.0,
         tolerance_s: float = 300,
     ) -> None:
-        self.host = host
-        self.port = port
+        super().__init__(host, port, delay_seconds=delay_seconds)
         self.secret = secret
-        self.delay_seconds = delay_seconds
         self.tolerance_s = tolerance_s
-        self._cond = threading.Condition()
-        self._received: list[ReceivedRequest] = []
-        self._accepted = 0
-        self._script: deque[_Reply] = deque()
-        self._path_status: dict[str, _Reply] = {}
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._startup_error: BaseException | None = None
-
-    # --- lifecycle ---------------------------------------------------------------------
-    def start(self) -> WebhookReceiver:
-        """Serve in a background thread; returns once listening (bounded by START_TIMEOUT_S)."""
-        if self._thread is not None:
-            return self
-        self._loop = asyncio.new_event_loop()
-        ready = threading.Event()
-        self._startup_error = None
-        self._thread = threading.Thread(
-            target=self._run, args=(self._loop, ready), name="webhook-receiver", daemon=True
-        )
-        self._thread.start()
-        if not ready.wait(self.START_TIMEOUT_S):
-            self.stop()
-            raise TimeoutError(f"webhook receiver did not start in {self.START_TIMEOUT_S}s")
-        if self._startup_error is not None:
-            error = self._startup_error
-            self.stop()
-            raise error
-        log.info("webhook receiver listening on http://%s:%s", self.host, self.port)
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and join the thread (bounded by STOP_TIMEOUT_S)."""
-        thread, loop = self._thread, self._loop
-        self._thread = None
-        if thread is None or loop is None:
-            return
-        with contextlib.suppress(RuntimeError):  # the loop may have closed already
-            loop.call_soon_threadsafe(loop.stop)
-        thread.join(self.STOP_TIMEOUT_S)
-        if thread.is_alive():
-            log.warning("webhook receiver on port %s did not stop in time", self.port)
-
-    def __enter__(self) -> WebhookReceiver:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+        self._path_status: dict[str, Reply] = {}
 
     def url(self, path: str = "/hook") -> str:
-        return f"http://{self.host}:{self.port}/{path.lstrip('/')}"
-
-    # --- what was received ---------------------------------------------------------------
-    @property
-    def received(self) -> list[ReceivedRequest]:
-        with self._cond:
-            return list(self._received)
-
-    @property
-    def count(self) -> int:
-        """Requests answered with a 2xx status."""
-        with self._cond:
-            return self._accepted
-
-    def wait_for(self, n: int, timeout: float) -> bool:
-        """Block until ``count >= n``; False on timeout."""
-        with self._cond:
-            return self._cond.wait_for(lambda: self._accepted >= n, timeout)
+        return super().url(path)
 
     def clear(self) -> None:
         """Forget recorded requests, scripts and path rules."""
+        super().clear()
         with self._cond:
-            self._received.clear()
-            self._accepted = 0
-            self._script.clear()
             self._path_status.clear()
 
     # --- fault injection -----------------------------------------------------------------
     def script(self, statuses: Iterable[int]) -> None:
         """Answer the next requests with these statuses, in order (e.g. ``[500, 500, 200]``)."""
-        with self._cond:
-            self._script.extend(_Reply(status, _encode_body(None, status)) for status in statuses)
+        for status in statuses:
+            self._push(Reply(status, _encode_body(None, status)))
 
     def respond_with(
         self,
@@ -201,80 +120,60 @@ class WebhookReceiver:
         times: int = 1,
     ) -> None:
         """Answer the next ``times`` requests with this response."""
-        reply = _Reply(status, _encode_body(body, status), dict(headers or {}))
-        with self._cond:
-            self._script.extend([reply] * times)
+        self._push(Reply(status, _encode_body(body, status), dict(headers or {})), times)
 
     def throttle(self, retry_after: str | float = 1, *, times: int = 1) -> None:
         """Answer the next ``times`` requests with 429 and a ``Retry-After`` header."""
-        value = retry_after if isinstance(retry_after, str) else f"{retry_after:g}"
-        self.respond_with(429, {"error": "rate_limited"}, {"Retry-After": value}, times=times)
-
-    def drop_next(self, times: int = 1) -> None:
-        """Close the connection without answering the next ``times`` requests."""
-        with self._cond:
-            self._script.extend([_Reply(0, b"", drop=True)] * times)
+        headers = {"Retry-After": retry_after_value(retry_after)}
+        self.respond_with(429, {"error": "rate_limited"}, headers, times=times)
 
     def status_for_path(
         self, path: str, status: int, body: bytes | str | Mapping[str, Any] | None = None
     ) -> None:
         """Always answer ``status`` on ``path`` (e.g. ``"/gone"`` → 410)."""
         with self._cond:
-            self._path_status["/" + path.lstrip("/")] = _Reply(status, _encode_body(body, status))
+            self._path_status["/" + path.lstrip("/")] = Reply(status, _encode_body(body, status))
+
+    # --- hooks for the stand-ins built on this ---------------------------------------------
+    def _answer(self, request: web.Request, body: bytes) -> Reply:
+        """The answer when nothing is scripted (called once the latency has passed)."""
+        return OK
+
+    def _on_accepted(self, request: web.Request, body: bytes) -> None:
+        """A 2xx answer is going out for this request."""
+
+    def _content_type(self, reply: Reply) -> str | None:
+        """The ``Content-Type`` of ``reply`` unless its headers set one (None: no header)."""
+        return "application/json"
 
     # --- server (background thread) ------------------------------------------------------
-    def _run(self, loop: asyncio.AbstractEventLoop, ready: threading.Event) -> None:
-        asyncio.set_event_loop(loop)
-        runner: web.AppRunner | None = None
-        try:
-            runner = loop.run_until_complete(self._serve())
-        except BaseException as error:
-            self._startup_error = error
-        ready.set()
-        try:
-            if runner is not None:
-                loop.run_forever()
-                loop.run_until_complete(runner.cleanup())
-        finally:
-            loop.close()
-
-    async def _serve(self) -> web.AppRunner:
-        app = web.Application(client_max_size=8 * 1024 * 1024)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        runner = web.AppRunner(
-            app, access_log=None, shutdown_timeout=self.SHUTDOWN_GRACE_S, handle_signals=False
-        )
-        await runner.setup()
-        site = web.TCPSite(runner, self.host, self.port, reuse_address=True)
-        try:
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self.port = int(runner.addresses[0][1])
-        return runner
-
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
-        reply = self._next_reply(request.path)
+        scripted = self._next_scripted(request.path)
         if self.delay_seconds > 0:
             await asyncio.sleep(self.delay_seconds)
+        if scripted is not None and scripted.drop:
+            self._record(request, body, 0)
+            abort(request)
+        if scripted is None or self._is_normal(scripted):
+            reply = self._answer(request, body)
+        else:
+            reply = scripted
         self._record(request, body, reply.status)
-        if reply.drop:
-            if request.transport is not None:
-                request.transport.abort()
-            raise asyncio.CancelledError  # aiohttp: no response on an aborted connection
-        return web.Response(
-            status=reply.status,
-            body=reply.body,
-            headers={"Content-Type": "application/json", **reply.headers},
-        )
+        if 200 <= reply.status < 300:
+            self._on_accepted(request, body)
+        return self.respond(reply, self._content_type(reply))
 
-    def _next_reply(self, path: str) -> _Reply:
+    def _is_normal(self, scripted: Reply) -> bool:
+        """Whether ``_answer`` answers a request this reply was scripted for."""
+        success = 200 <= scripted.status < 300
+        return scripted.normal or (self.SCRIPTED_SUCCESS_IS_NORMAL and success)
+
+    def _next_scripted(self, path: str) -> Reply | None:
         with self._cond:
             if path in self._path_status:
                 return self._path_status[path]
-            return self._script.popleft() if self._script else _Reply()
+        return self._next_fault()
 
     def _record(self, request: web.Request, body: bytes, status: int) -> None:
         peername = request.transport.get_extra_info("peername") if request.transport else None
@@ -283,8 +182,4 @@ class WebhookReceiver:
         entry = ReceivedRequest(
             request.method, request.path, headers, body, status, peer, self.secret, self.tolerance_s
         )
-        with self._cond:
-            self._received.append(entry)
-            if 200 <= status < 300:
-                self._accepted += 1
-            self._cond.notify_all()
+        self._store(entry, 200 <= status < 300)

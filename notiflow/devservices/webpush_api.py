@@ -15,8 +15,8 @@ It is a ``WebhookReceiver`` (lifecycle, recording, fault injection: ``script``,
 
 from __future__ import annotations
 
-import asyncio
 import binascii
+import json
 import secrets
 import threading
 import time
@@ -29,7 +29,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from connectors.push.webpush import b64url_decode, b64url_encode, decrypt, public_key_bytes
-from notiflow.devservices.webhook_receiver import WebhookReceiver
+from notiflow.devservices.webhook_receiver import Reply, WebhookReceiver
 
 __all__ = ["PushMessage", "WebPushApi", "verify_vapid"]
 
@@ -93,8 +93,10 @@ class _Subscription:
 class WebPushApi(WebhookReceiver):
     """A push service on a loopback port; endpoints are ``{base_url}/push/{id}``."""
 
+    NAME = "webpush-api"
     MAX_BODY_BYTES = 4096
     PUSH_PREFIX = "/push/"
+    SCRIPTED_SUCCESS_IS_NORMAL = True
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, delay_seconds: float = 0.0):
         super().__init__(host, port, delay_seconds=delay_seconds)
@@ -103,10 +105,6 @@ class WebPushApi(WebhookReceiver):
         self._gone: set[str] = set()
         self._messages: list[PushMessage] = []
         self._verified: dict[str, tuple[str, float]] = {}  # Authorization → (k, exp)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
 
     # --- the browser's side ----------------------------------------------------------------
     def subscribe(self, application_server_key: str | None = None) -> dict[str, Any]:
@@ -141,27 +139,17 @@ class WebPushApi(WebhookReceiver):
             return list(self._messages)
 
     # --- server (background thread) ------------------------------------------------------
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
-        body = await request.read()
-        reply = self._next_reply(request.path)
-        if self.delay_seconds > 0:
-            await asyncio.sleep(self.delay_seconds)
-        if reply.drop:
-            self._record(request, body, 0)
-            if request.transport is not None:
-                request.transport.abort()
-            raise asyncio.CancelledError  # aiohttp: no response on an aborted connection
-        if not 200 <= reply.status < 300:
-            self._record(request, body, reply.status)
-            return web.Response(status=reply.status, body=reply.body, headers=reply.headers)
+    def _answer(self, request: web.Request, body: bytes) -> Reply:
         status, text, message = self._accept(request, body)
-        self._record(request, body, status)
         if message is None:
-            return web.json_response({"code": status, "error": text}, status=status)
+            error = json.dumps({"code": status, "error": text}).encode()
+            return Reply(status, error, {"Content-Type": "application/json; charset=utf-8"})
         with self._lock:
             self._messages.append(message)
-        location = f"{self.base_url}/m/{secrets.token_urlsafe(12)}"
-        return web.Response(status=201, headers={"Location": location})
+        return Reply(201, b"", {"Location": f"{self.base_url}/m/{secrets.token_urlsafe(12)}"})
+
+    def _content_type(self, reply: Reply) -> str | None:
+        return None  # replies carry their own (push services answer 201 with no body)
 
     def _accept(self, request: web.Request, body: bytes) -> tuple[int, str, PushMessage | None]:
         """Push-service checks in order; (201, "", message) when accepted."""

@@ -24,6 +24,7 @@ from connectors.base import (
 from connectors.push.apns import ApnsConnector
 from notiflow.devservices.apns_api import ApnsApi
 from notiflow.settings import Settings
+from tests.connectors.harness import batch
 
 DEVICE = "a1" * 32
 KEY_ID = "KEY0000001"
@@ -71,17 +72,9 @@ def push(make_delivery: Callable[..., Delivery]) -> Callable[..., Delivery]:
     return factory
 
 
-async def _send(connector: ApnsConnector, *deliveries: Delivery, concurrency: int = 8) -> list:
-    await connector.open()
-    try:
-        return await connector.send_batch(deliveries, concurrency)
-    finally:
-        await connector.close()
-
-
 def test_send_over_http2_with_apns_headers_and_jwt(run, apns_api, make_connector, key_pem, push):
     delivery = push(subject="Shipped", body="Order #42 left", data={"order": 42})
-    [result] = run(_send(make_connector(), delivery))
+    [result] = run(batch(make_connector(), delivery))
     assert isinstance(result, SendResult)
     [request] = apns_api.received
     headers = request.headers
@@ -104,7 +97,7 @@ def test_send_over_http2_with_apns_headers_and_jwt(run, apns_api, make_connector
 
 def test_background_and_low_priority_pushes(run, apns_api, make_connector, push):
     silent = push(metadata={"push_type": "background", "collapse_key": "sync"})
-    run(_send(make_connector(), silent, push(priority="low", metadata={"ttl_s": "0"})))
+    run(batch(make_connector(), silent, push(priority="low", metadata={"ttl_s": "0"})))
     by_type = {r.headers["apns-push-type"]: r for r in apns_api.received}
     assert by_type["background"].json == {"aps": {"content-available": 1}}
     assert by_type["background"].headers["apns-priority"] == "5"
@@ -115,7 +108,7 @@ def test_background_and_low_priority_pushes(run, apns_api, make_connector, push)
 
 def test_one_connection_and_one_token_serve_many_sends(run, apns_api, make_connector, push):
     connector = make_connector()
-    outcomes = run(_send(connector, *(push() for _ in range(30)), concurrency=10))
+    outcomes = run(batch(connector, *(push() for _ in range(30)), concurrency=10))
     assert all(isinstance(o, SendResult) for o in outcomes)
     assert apns_api.connections == 1
     assert connector.tokens_minted == 1
@@ -167,7 +160,7 @@ def test_expired_provider_token_is_renewed_and_retried_once(run, apns_api, make_
 def test_a_young_token_refused_as_expired_is_permanent(run, apns_api, make_connector, push):
     clock = FakeClock(offset_s=-2 * 3600)  # our clock is two hours slow
     connector = make_connector(clock=clock)
-    [outcome] = run(_send(connector, push()))
+    [outcome] = run(batch(connector, push()))
     assert type(outcome) is PermanentError and "check the clock" in outcome.reason
     assert connector.tokens_minted == 1  # never renewed more than once per 20 minutes
     assert [r.reason for r in apns_api.received] == ["ExpiredProviderToken"]
@@ -176,7 +169,7 @@ def test_a_young_token_refused_as_expired_is_permanent(run, apns_api, make_conne
 def test_dead_and_bad_device_tokens_are_token_invalid(run, apns_api, make_connector, push):
     apns_api.kill_token(DEVICE, since_ms=1_700_000_000_000)
     dead, short, not_hex = run(
-        _send(make_connector(), push(), push(address="apns:abcd"), push(address="apns:xyz"))
+        batch(make_connector(), push(), push(address="apns:abcd"), push(address="apns:xyz"))
     )
     assert isinstance(dead, TokenInvalid) and dead.status == 410
     assert dead.reason == "Unregistered (since 1700000000000)"
@@ -202,13 +195,13 @@ ERROR_CASES = [
 @pytest.mark.parametrize(("status", "reason", "expected"), ERROR_CASES)
 def test_apns_errors_are_classified(run, apns_api, make_connector, push, status, reason, expected):
     apns_api.respond_with(status, reason)
-    [outcome] = run(_send(make_connector(), push()))
+    [outcome] = run(batch(make_connector(), push()))
     assert type(outcome) is expected and outcome.status == status and reason in outcome.reason
 
 
 def test_retry_after_is_honoured(run, apns_api, make_connector, push):
     apns_api.throttle(12)
-    [outcome] = run(_send(make_connector(), push()))
+    [outcome] = run(batch(make_connector(), push()))
     assert isinstance(outcome, RetryableError) and outcome.retry_after == 12
 
 
@@ -223,14 +216,14 @@ def test_untrusted_key_and_wrong_topic(run, apns_api, make_connector, key_pem, p
         base_url=apns_api.base_url,
         verify=apns_api.ca_file,
     )
-    [refused] = run(_send(stranger, push()))
-    [topic_error] = run(_send(other_app, push()))
+    [refused] = run(batch(stranger, push()))
+    [topic_error] = run(batch(other_app, push()))
     assert type(refused) is PermanentError and refused.reason == "InvalidProviderToken"
     assert type(topic_error) is InvalidRequest and topic_error.reason == "TopicDisallowed"
 
 
 def test_payload_limit_is_checked_before_sending(run, apns_api, make_connector, push):
-    [outcome] = run(_send(make_connector(), push(data={"blob": "x" * 4100})))
+    [outcome] = run(batch(make_connector(), push(data={"blob": "x" * 4100})))
     assert type(outcome) is InvalidRequest and "payload_too_large" in outcome.reason
     assert apns_api.received == []
 
@@ -263,14 +256,14 @@ def test_graceful_goaway_after_n_requests_opens_new_connections(
     run, apns_api, make_connector, push
 ):
     apns_api.max_requests_per_connection = 4
-    outcomes = run(_send(make_connector(), *(push() for _ in range(10)), concurrency=1))
+    outcomes = run(batch(make_connector(), *(push() for _ in range(10)), concurrency=1))
     assert all(isinstance(o, SendResult) for o in outcomes), outcomes
     assert apns_api.connections == 3
 
 
 def test_timeouts_are_retryable(run, apns_api, make_connector, push):
     apns_api.delay_seconds = 1.0
-    [outcome] = run(_send(make_connector(timeout=0.3), push()))
+    [outcome] = run(batch(make_connector(timeout=0.3), push()))
     assert isinstance(outcome, RetryableError) and "timeout" in outcome.reason
 
 
@@ -285,7 +278,7 @@ def test_from_settings(run, apns_api, key_pem, push, tmp_path: Path):
         apns_base_url=apns_api.base_url,
         apns_validate_certs=False,  # the stand-in's certificate is self-signed
     )
-    [outcome] = run(_send(ApnsConnector.from_settings(settings), push()))
+    [outcome] = run(batch(ApnsConnector.from_settings(settings), push()))
     assert isinstance(outcome, SendResult)
     with pytest.raises(ValueError, match="apns_key_id"):
         ApnsConnector.from_settings(Settings(apns_key_file=key_file, apns_key_id=None))

@@ -22,6 +22,7 @@ from connectors.base import (
 from connectors.push.fcm import FcmConnector, classify_fcm_error
 from notiflow.devservices.fcm_api import FcmApi, StaticTokenCredentials, google_error
 from notiflow.settings import Settings
+from tests.connectors.harness import batch
 
 TOKEN = "dXNlci0xOmRldmljZS10b2tlbg:APA91bHkJ1qL0a9"
 
@@ -50,17 +51,9 @@ def push(make_delivery: Callable[..., Delivery]) -> Callable[..., Delivery]:
     return factory
 
 
-async def _send(connector: FcmConnector, *deliveries: Delivery) -> list[Any]:
-    await connector.open()
-    try:
-        return await connector.send_batch(deliveries, concurrency=8)
-    finally:
-        await connector.close()
-
-
 def test_send_posts_an_http_v1_message_with_the_oauth_token(run, fcm_api, connector, push):
     delivery = push(subject="Shipped", body="Order #42 left", data={"order": 42, "eta": "Tue"})
-    [result] = run(_send(connector, delivery))
+    [result] = run(batch(connector, delivery))
     assert isinstance(result, SendResult)
     assert result.provider_message_id.startswith("projects/notiflow-test/messages/0:")
     [request] = fcm_api.received
@@ -78,7 +71,7 @@ def test_send_posts_an_http_v1_message_with_the_oauth_token(run, fcm_api, connec
 def test_priority_ttl_collapse_and_background(run, fcm_api, connector, push):
     urgent = push(priority="critical", metadata={"ttl_s": "60", "collapse_key": "score"})
     silent = push(metadata={"push_type": "background"}, data={"sync": "1"})
-    run(_send(connector, urgent, silent))
+    run(batch(connector, urgent, silent))
     first, second = sorted(fcm_api.messages, key=lambda m: "notification" in m, reverse=True)
     assert first["android"] == {"priority": "high", "ttl": "60s", "collapse_key": "score"}
     assert first["apns"]["headers"]["apns-collapse-id"] == "score"
@@ -88,7 +81,7 @@ def test_priority_ttl_collapse_and_background(run, fcm_api, connector, push):
 
 def test_payload_checks_fail_before_any_request(run, fcm_api, connector, push):
     outcomes = run(
-        _send(
+        batch(
             connector,
             push(data={"google.sent_time": "1"}),
             push(data={"from": "x"}),
@@ -104,7 +97,7 @@ def test_payload_checks_fail_before_any_request(run, fcm_api, connector, push):
 def test_the_token_is_cached_and_one_refresh_serves_concurrent_sends(
     run, fcm_api, connector, credential, push
 ):
-    outcomes = run(_send(connector, *(push() for _ in range(20))))
+    outcomes = run(batch(connector, *(push() for _ in range(20))))
     assert all(isinstance(o, SendResult) for o in outcomes)
     assert credential.refresh_count == 1 and connector.token_refreshes == 1
     assert len({r.headers["Authorization"] for r in fcm_api.received}) == 1
@@ -131,9 +124,9 @@ def test_the_token_is_refreshed_before_it_expires(run, fcm_api, push):
 
 
 def test_a_refused_token_is_refreshed_once_within_the_attempt(run, fcm_api, connector, push):
-    run(_send(connector, push()))
+    run(batch(connector, push()))
     fcm_api.revoke_tokens()
-    [result] = run(_send(connector, push()))
+    [result] = run(batch(connector, push()))
     assert isinstance(result, SendResult)
     assert [r.status for r in fcm_api.received] == [200, 401, 200]
     assert connector.token_refreshes == 2
@@ -142,7 +135,7 @@ def test_a_refused_token_is_refreshed_once_within_the_attempt(run, fcm_api, conn
 def test_a_token_refused_twice_is_permanent(run, fcm_api, push):
     credential = StaticTokenCredentials(lambda: "ya29.never-issued")
     connector = FcmConnector("notiflow-test", credential, base_url=fcm_api.base_url)
-    [outcome] = run(_send(connector, push()))
+    [outcome] = run(batch(connector, push()))
     assert isinstance(outcome, PermanentError) and outcome.status == 401
     assert "UNAUTHENTICATED" in outcome.reason
     assert [r.status for r in fcm_api.received] == [401, 401]
@@ -163,7 +156,7 @@ ERROR_CASES = [
 @pytest.mark.parametrize(("code", "expected", "status"), ERROR_CASES)
 def test_fcm_error_codes_are_classified(run, fcm_api, connector, push, code, expected, status):
     fcm_api.fail(code)
-    [outcome] = run(_send(connector, push()))
+    [outcome] = run(batch(connector, push()))
     assert type(outcome) is expected
     assert outcome.status == status and outcome.reason.startswith(code)
     assert len(fcm_api.received) == 1  # THIRD_PARTY_AUTH_ERROR does not refresh our token
@@ -171,7 +164,7 @@ def test_fcm_error_codes_are_classified(run, fcm_api, connector, push, code, exp
 
 def test_dead_and_malformed_tokens_are_token_invalid(run, fcm_api, connector, push):
     fcm_api.kill_token(TOKEN)
-    dead, malformed = run(_send(connector, push(), push(address="fcm:not a token")))
+    dead, malformed = run(batch(connector, push(), push(address="fcm:not a token")))
     assert isinstance(dead, TokenInvalid) and dead.status == 404
     assert isinstance(malformed, TokenInvalid) and malformed.status == 400
     assert "not a valid FCM registration token" in malformed.reason
@@ -180,7 +173,7 @@ def test_dead_and_malformed_tokens_are_token_invalid(run, fcm_api, connector, pu
 def test_retry_after_is_honoured(run, fcm_api, connector, push):
     fcm_api.throttle(7)
     fcm_api.fail("UNAVAILABLE", retry_after=2.5)
-    throttled, unavailable = [run(_send(connector, push()))[0] for _ in range(2)]
+    throttled, unavailable = [run(batch(connector, push()))[0] for _ in range(2)]
     assert isinstance(throttled, RetryableError) and throttled.retry_after == 7
     assert isinstance(unavailable, RetryableError) and unavailable.retry_after == 2.5
 
@@ -188,16 +181,16 @@ def test_retry_after_is_honoured(run, fcm_api, connector, push):
 def test_transport_failures_are_retryable(run, fcm_api, push, credential):
     fcm_api.drop_next()
     fast = FcmConnector("notiflow-test", credential, base_url=fcm_api.base_url, timeout=0.3)
-    [dropped] = run(_send(fast, push()))
+    [dropped] = run(batch(fast, push()))
     fcm_api.delay_seconds = 1.0
-    [slow] = run(_send(fast, push()))
+    [slow] = run(batch(fast, push()))
     assert isinstance(dropped, RetryableError) and isinstance(slow, RetryableError)
     assert "timeout" in slow.reason
 
 
 def test_a_wrong_base_url_is_permanent_not_a_dead_token(run, fcm_api, credential, push):
     wrong = FcmConnector("notiflow-test", credential, base_url=f"{fcm_api.base_url}/nope")
-    [outcome] = run(_send(wrong, push()))
+    [outcome] = run(batch(wrong, push()))
     assert type(outcome) is PermanentError and outcome.status == 404
 
 
@@ -230,7 +223,7 @@ def test_from_settings_uses_the_service_account_file(run, fcm_api, push, tmp_pat
     settings = Settings(fcm_credentials_file=path, fcm_base_url=fcm_api.base_url)
     connector = FcmConnector.from_settings(settings)
     assert connector.project_id == "notiflow-test"  # read from the file
-    outcomes = run(_send(connector, push(), push()))
+    outcomes = run(batch(connector, push(), push()))
     assert all(isinstance(o, SendResult) for o in outcomes), outcomes
     assert fcm_api.token_requests == 1  # google-auth's real JWT-bearer grant, cached
 

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 
 import pytest
 
 from connectors.base import (
-    ConnectorError,
-    Delivery,
     InvalidRequest,
     PermanentError,
     RetryableError,
@@ -19,6 +16,7 @@ from connectors.base import (
 from connectors.email.mailgun import MailgunConnector
 from notiflow.devservices.mailgun_api import MailgunApi, mailgun_error
 from notiflow.settings import Settings
+from tests.connectors.harness import Case, attempt, cases, check
 
 API_KEY = "key-test"
 DOMAIN = "mg.example.org"
@@ -37,27 +35,7 @@ def connector_for(
     return MailgunConnector(key, domain, sender=sender, base_url=api.base_url, timeout=5, **kwargs)  # type: ignore[arg-type]
 
 
-async def attempt(connector: MailgunConnector, delivery: Delivery) -> SendResult | ConnectorError:
-    await connector.open()
-    try:
-        return await connector.send(delivery)
-    except ConnectorError as error:
-        return error
-    finally:
-        await connector.close()
-
-
 # --- one case table: what Mailgun answers → how the connector classifies it ----------------
-@dataclass(frozen=True)
-class Case:
-    name: str
-    arrange: Callable[[MailgunApi], None]
-    outcome: type[SendResult] | type[ConnectorError]
-    status: int | None = None
-    retry_after: float | None = None
-    reason: str = ""
-
-
 CASES = [
     Case("200_queued", lambda a: None, SendResult),
     Case("400_message", lambda a: a.respond_with(400, mailgun_error("'to' parameter is missing")),
@@ -76,19 +54,13 @@ CASES = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
+@cases(CASES)
 def test_response_classification(case: Case, api: MailgunApi, make_delivery, run) -> None:
     case.arrange(api)
     outcome = run(attempt(connector_for(api), make_delivery()))
-    assert isinstance(outcome, case.outcome), outcome
+    check(case, outcome, len(api.received), retry_after_abs=1.5)
     if isinstance(outcome, SendResult):
         assert outcome.provider_message_id and outcome.provider_message_id.endswith(f"@{DOMAIN}>")
-        return
-    assert outcome.status == case.status
-    assert case.reason in outcome.reason
-    if case.retry_after is not None:
-        assert isinstance(outcome, RetryableError)
-        assert outcome.retry_after == pytest.approx(case.retry_after, abs=1.5)
 
 
 def test_request_form_auth_and_headers(api: MailgunApi, make_delivery, run) -> None:

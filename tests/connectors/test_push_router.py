@@ -25,6 +25,7 @@ from notiflow.devservices.apns_api import ApnsApi
 from notiflow.devservices.fcm_api import FcmApi
 from notiflow.devservices.webpush_api import WebPushApi
 from notiflow.settings import Settings
+from tests.connectors.harness import batch
 
 FCM_TOKEN = "fcm-registration-token:APA91bXYZ"
 APNS_TOKEN = "b2" * 32
@@ -63,14 +64,6 @@ def push(make_delivery: Callable[..., Delivery]) -> Callable[[str], Delivery]:
     return factory
 
 
-async def _batch(router: PushRouter, deliveries: list[Delivery]) -> list[Any]:
-    await router.open()
-    try:
-        return await router.send_batch(deliveries, concurrency=4)
-    finally:
-        await router.close()
-
-
 async def _one(router: PushRouter, delivery: Delivery) -> Any:
     await router.open()
     try:
@@ -85,7 +78,7 @@ def test_each_address_goes_to_its_platform_and_results_name_it(run, services, ro
     fcm, apns, webpush = services
     subscription = WebPushApi.address(webpush.subscribe())
     addresses = [f"fcm:{FCM_TOKEN}", f"apns:{APNS_TOKEN}", subscription] * 3
-    outcomes = run(_batch(router, [push(a) for a in addresses]))
+    outcomes = run(batch(router, *(push(a) for a in addresses), concurrency=4))
     assert all(isinstance(o, SendResult) for o in outcomes), outcomes
     assert [o.detail["provider"] for o in outcomes] == ["fcm", "apns", "webpush"] * 3
     assert (fcm.count, apns.count, len(webpush.messages)) == (3, 3, 3)
@@ -102,7 +95,9 @@ def test_errors_carry_the_platform_and_keep_their_class(run, services, router, p
     fcm, apns, _ = services
     fcm.kill_token(FCM_TOKEN)
     apns.throttle(4)
-    outcomes = run(_batch(router, [push(f"fcm:{FCM_TOKEN}"), push(f"apns:{APNS_TOKEN}")]))
+    outcomes = run(
+        batch(router, push(f"fcm:{FCM_TOKEN}"), push(f"apns:{APNS_TOKEN}"), concurrency=4)
+    )
     dead, throttled = outcomes
     assert isinstance(dead, TokenInvalid) and dead.reason.startswith("fcm: UNREGISTERED")
     assert dead.provider == "fcm"
@@ -118,14 +113,13 @@ def test_unknown_prefix_and_unconfigured_platform(run, services, push):
         {"fcm": FcmConnector("notiflow-test", fcm.credentials(), base_url=fcm.base_url)}
     )
     outcomes = run(
-        _batch(
+        batch(
             only_fcm,
-            [
-                push("sms:+15550100"),
-                push("no-prefix"),
-                push(f"apns:{APNS_TOKEN}"),
-                push(f"fcm:{FCM_TOKEN}"),
-            ],
+            push("sms:+15550100"),
+            push("no-prefix"),
+            push(f"apns:{APNS_TOKEN}"),
+            push(f"fcm:{FCM_TOKEN}"),
+            concurrency=4,
         )
     )
     assert type(outcomes[0]) is InvalidRequest and type(outcomes[1]) is InvalidRequest

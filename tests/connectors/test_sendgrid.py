@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 
 import pytest
 
 from connectors.base import (
-    ConnectorError,
-    Delivery,
     InvalidRequest,
     PermanentError,
     RetryableError,
@@ -19,6 +16,7 @@ from connectors.base import (
 from connectors.email.sendgrid import SendGridConnector, rate_limit_wait
 from notiflow.devservices.sendgrid_api import SendGridApi, sendgrid_error
 from notiflow.settings import Settings
+from tests.connectors.harness import Case, attempt, batch, cases, check
 
 API_KEY = "SG.test-key"
 SENDER = "Shop <shop@mail.example.com>"
@@ -34,37 +32,7 @@ def connector_for(api: SendGridApi, key: str = API_KEY, **kwargs: object) -> Sen
     return SendGridConnector(key, sender=SENDER, base_url=api.base_url, timeout=5, **kwargs)  # type: ignore[arg-type]
 
 
-async def attempt(connector: SendGridConnector, delivery: Delivery) -> SendResult | ConnectorError:
-    await connector.open()
-    try:
-        return await connector.send(delivery)
-    except ConnectorError as error:
-        return error
-    finally:
-        await connector.close()
-
-
-async def batch(
-    connector: SendGridConnector, deliveries: list[Delivery], concurrency: int = 8
-) -> list:
-    await connector.open()
-    try:
-        return await connector.send_batch(deliveries, concurrency)
-    finally:
-        await connector.close()
-
-
 # --- one case table: what SendGrid answers → how the connector classifies it ---------------
-@dataclass(frozen=True)
-class Case:
-    name: str
-    arrange: Callable[[SendGridApi], None]
-    outcome: type[SendResult] | type[ConnectorError]
-    status: int | None = None
-    retry_after: float | None = None
-    reason: str = ""
-
-
 BAD_FIELD = sendgrid_error("The from email does not contain a valid address.", "from.email")
 CASES = [
     Case("202_accepted", lambda a: None, SendResult),
@@ -84,19 +52,13 @@ CASES = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
+@cases(CASES)
 def test_response_classification(case: Case, api: SendGridApi, make_delivery, run) -> None:
     case.arrange(api)
     outcome = run(attempt(connector_for(api), make_delivery()))
-    assert isinstance(outcome, case.outcome), outcome
+    check(case, outcome, len(api.received), retry_after_abs=1.5)
     if isinstance(outcome, SendResult):
         assert outcome.provider_message_id
-        return
-    assert outcome.status == case.status
-    assert case.reason in outcome.reason
-    if case.retry_after is not None:
-        assert isinstance(outcome, RetryableError)
-        assert outcome.retry_after == pytest.approx(case.retry_after, abs=1.5)
 
 
 def test_request_shape_auth_and_headers(api: SendGridApi, make_delivery, run) -> None:
@@ -147,7 +109,7 @@ def test_batch_folds_identical_content_into_personalizations(
     same = [make_delivery(address=f"user{i}@example.org") for i in range(25)]
     other = make_delivery(body="A different body")
     repeat = make_delivery(address="user3@example.org")  # same address twice: own request
-    outcomes = run(batch(connector_for(api), [*same, other, repeat]))
+    outcomes = run(batch(connector_for(api), *same, other, repeat))
     assert all(isinstance(o, SendResult) for o in outcomes), outcomes
     assert len(api.received) == 3
     sizes = sorted(len(r.json["personalizations"]) for r in api.received)
@@ -164,7 +126,7 @@ def test_batch_respects_max_batch_size(api: SendGridApi, make_delivery, run) -> 
     connector = connector_for(api)
     connector.max_batch_size = 10  # type: ignore[misc] - instance override for the test
     deliveries = [make_delivery(address=f"u{i}@example.org") for i in range(25)]
-    outcomes = run(batch(connector, deliveries, concurrency=2))
+    outcomes = run(batch(connector, *deliveries, concurrency=2))
     assert all(isinstance(o, SendResult) for o in outcomes)
     assert sorted(len(r.json["personalizations"]) for r in api.received) == [5, 10, 10]
 
@@ -175,7 +137,7 @@ def test_batch_400_blames_only_the_named_personalization(
     api.reject_address("bad@example.org", "Does not contain a valid address.")
     deliveries = [make_delivery(address=f"u{i}@example.org") for i in range(3)]
     deliveries.insert(1, make_delivery(address="bad@example.org"))
-    outcomes = run(batch(connector_for(api), deliveries))
+    outcomes = run(batch(connector_for(api), *deliveries))
     assert [type(o) for o in outcomes] == [
         RetryableError,
         InvalidRequest,
@@ -188,7 +150,7 @@ def test_batch_400_blames_only_the_named_personalization(
 
 def test_batch_invalid_addresses_fail_locally(api: SendGridApi, make_delivery, run) -> None:
     deliveries = [make_delivery(), make_delivery(address="not-an-address")]
-    outcomes = run(batch(connector_for(api), deliveries))
+    outcomes = run(batch(connector_for(api), *deliveries))
     assert isinstance(outcomes[0], SendResult)
     assert isinstance(outcomes[1], InvalidRequest)
     assert len(api.received) == 1
@@ -197,7 +159,7 @@ def test_batch_invalid_addresses_fail_locally(api: SendGridApi, make_delivery, r
 def test_batch_whole_request_failure_fails_each(api: SendGridApi, make_delivery, run) -> None:
     api.script([503])
     deliveries = [make_delivery(address=f"u{i}@example.org") for i in range(4)]
-    outcomes = run(batch(connector_for(api), deliveries))
+    outcomes = run(batch(connector_for(api), *deliveries))
     assert all(isinstance(o, RetryableError) and o.status == 503 for o in outcomes)
 
 

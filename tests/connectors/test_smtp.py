@@ -6,8 +6,6 @@ import asyncio
 import email
 import email.policy
 import socket
-from collections.abc import Callable
-from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import cast
 
@@ -27,6 +25,7 @@ from connectors.email import mime
 from connectors.email.smtp import SmtpConnector
 from notiflow.devservices import SmtpCatcher, free_port
 from notiflow.settings import Settings
+from tests.connectors.harness import Case, attempt, cases
 
 ADDRESS = "alice@example.org"
 
@@ -35,26 +34,7 @@ def connector_for(catcher: SmtpCatcher, **kwargs: object) -> SmtpConnector:
     return SmtpConnector(catcher.host, catcher.port, local_hostname="tests.local", **kwargs)  # type: ignore[arg-type]
 
 
-async def attempt(connector: SmtpConnector, delivery: Delivery) -> SendResult | ConnectorError:
-    """One send on an opened connector, closed afterwards; the error is returned, not raised."""
-    await connector.open()
-    try:
-        return await connector.send(delivery)
-    except ConnectorError as error:
-        return error
-    finally:
-        await connector.close()
-
-
 # --- one case table: what the server does → how the connector classifies it --------------
-@dataclass(frozen=True)
-class Case:
-    name: str
-    arrange: Callable[[SmtpCatcher], None]
-    outcome: type[SendResult] | type[ConnectorError]
-    status: int | None = None
-
-
 CASES = [
     Case("accepted", lambda c: None, SendResult),
     Case("rcpt_451_local_error", lambda c: c.fail_next(1, 451), RetryableError, 451),
@@ -86,7 +66,7 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
+@cases(CASES)
 def test_reply_classification(case: Case, smtp_catcher: SmtpCatcher, make_delivery, run) -> None:
     case.arrange(smtp_catcher)
     connector = connector_for(smtp_catcher, pool_size=1)

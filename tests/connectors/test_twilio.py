@@ -2,27 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from typing import Any
 from xml.etree import ElementTree
 
 import pytest
 
-from connectors.base import (
-    Connector,
-    ConnectorError,
-    Delivery,
-    InvalidRequest,
-    PermanentError,
-    RetryableError,
-    SendResult,
-)
+from connectors.base import ConnectorError, PermanentError, RetryableError, SendResult
 from connectors.sms.twilio import TwilioSmsConnector
 from connectors.voice.twilio import TwilioVoiceConnector, say_language
 from notiflow.devservices import free_port
 from notiflow.devservices.twilio_api import TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, TwilioApi
 from notiflow.settings import Settings
+from tests.connectors.harness import Case, attempt, cases, check, local, nothing
 
 SENDER = "+15005550006"
 TO = "+14155550100"
@@ -48,46 +40,12 @@ def voice(api: TwilioApi, **overrides: Any) -> TwilioVoiceConnector:
     return TwilioVoiceConnector(TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, **options)
 
 
-async def attempt(connector: Connector, delivery: Delivery) -> SendResult | ConnectorError:
-    await connector.open()
-    try:
-        return await connector.send(delivery)
-    except ConnectorError as error:
-        return error
-    finally:
-        await connector.close()
-
-
 # --- one case table: what Twilio answers → how the SMS connector classifies it -------------
-@dataclass(frozen=True)
-class Case:
-    name: str
-    arrange: Callable[[TwilioApi], None]
-    outcome: type[SendResult] | type[ConnectorError]
-    status: int | None = None
-    retry_after: float | None = None
-    reason: str = ""  # a substring of the error reason
-    delivery: dict[str, Any] = field(default_factory=dict)
-    connector: dict[str, Any] = field(default_factory=dict)
-    reaches_server: bool = True
-
-
-def nothing(api: TwilioApi) -> None:
-    return None
-
-
 def magic(number: str, code: int, outcome: type[ConnectorError] = PermanentError, **kw) -> Case:
     """Twilio's test numbers: ``To`` (or ``From``, with ``sender=True``) → a 400 with ``code``."""
     where = {"connector": {"sender": number}} if kw.pop("sender", False) else {}
     where = where or {"delivery": {"address": number}}
     return Case(f"{number}_{code}", nothing, outcome, 400, reason=f"twilio_{code}", **where)
-
-
-def local(name: str, reason: str, **delivery: Any) -> Case:
-    """Refused before any request: InvalidRequest."""
-    return Case(
-        name, nothing, InvalidRequest, reason=reason, delivery=delivery, reaches_server=False
-    )
 
 
 R, P = RetryableError, PermanentError
@@ -120,18 +78,12 @@ CASES = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
+@cases(CASES)
 def test_sms_classification(case: Case, twilio_api: TwilioApi, make_delivery, run) -> None:
     case.arrange(twilio_api)
     delivery = make_delivery(**{"channel": "sms", "address": TO, **case.delivery})
     outcome = run(attempt(sms(twilio_api, **case.connector), delivery))
-    assert isinstance(outcome, case.outcome), outcome
-    assert len(twilio_api.received) == (1 if case.reaches_server else 0)
-    if isinstance(outcome, ConnectorError):
-        assert outcome.status == case.status
-        assert case.reason in outcome.reason
-    if isinstance(outcome, RetryableError):
-        assert outcome.retry_after == case.retry_after
+    check(case, outcome, len(twilio_api.received))
 
 
 def test_sms_form_auth_and_result(twilio_api: TwilioApi, make_delivery, run) -> None:
@@ -300,18 +252,12 @@ VOICE_CASES = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize("case", VOICE_CASES, ids=[case.name for case in VOICE_CASES])
+@cases(VOICE_CASES)
 def test_voice_classification(case: Case, twilio_api: TwilioApi, make_delivery, run) -> None:
     case.arrange(twilio_api)
     delivery = make_delivery(**{"channel": "voice", "address": TO, **case.delivery})
     outcome = run(attempt(voice(twilio_api), delivery))
-    assert isinstance(outcome, case.outcome), outcome
-    assert len(twilio_api.received) == (1 if case.reaches_server else 0)
-    if isinstance(outcome, ConnectorError):
-        assert outcome.status == case.status
-        assert case.reason in outcome.reason
-    if isinstance(outcome, RetryableError):
-        assert outcome.retry_after == case.retry_after
+    check(case, outcome, len(twilio_api.received))
 
 
 def test_voice_longest_text_is_accepted(twilio_api: TwilioApi, make_delivery, run) -> None:

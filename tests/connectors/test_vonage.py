@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
 from connectors.base import (
     ConnectorError,
-    Delivery,
-    InvalidRequest,
     PermanentError,
     RetryableError,
     SendResult,
@@ -21,6 +18,7 @@ from notiflow.devservices import free_port
 from notiflow.devservices.provider_api import json_reply
 from notiflow.devservices.vonage_api import TEST_API_KEY, TEST_API_SECRET, VonageApi
 from notiflow.settings import Settings
+from tests.connectors.harness import Case, attempt, cases, check, local, nothing
 
 SENDER = "Notiflow"
 TO = "+44 7700 900123"
@@ -40,34 +38,7 @@ def vonage(api: VonageApi, **overrides: Any) -> VonageSmsConnector:
     return VonageSmsConnector(TEST_API_KEY, secret, **options)
 
 
-async def attempt(connector: VonageSmsConnector, delivery: Delivery) -> SendResult | ConnectorError:
-    await connector.open()
-    try:
-        return await connector.send(delivery)
-    except ConnectorError as error:
-        return error
-    finally:
-        await connector.close()
-
-
 # --- one case table: what Vonage answers → how the connector classifies it -----------------
-@dataclass(frozen=True)
-class Case:
-    name: str
-    arrange: Callable[[VonageApi], None]
-    outcome: type[SendResult] | type[ConnectorError]
-    status: int | None = None
-    retry_after: float | None = None
-    reason: str = ""
-    delivery: dict[str, Any] = field(default_factory=dict)
-    connector: dict[str, Any] = field(default_factory=dict)
-    reaches_server: bool = True
-
-
-def nothing(api: VonageApi) -> None:
-    return None
-
-
 def reject(status: str, outcome: type[ConnectorError], reason: str) -> Case:
     """HTTP 200 with ``messages[0].status == status``."""
     return Case(f"status_{status}", lambda api: api.reject_next(status), outcome, reason=reason)
@@ -86,13 +57,6 @@ PARTIAL = {
 }
 NO_PARTS = {"message-count": "0", "messages": []}
 BAD_SECRET = {"api_secret": "wrong"}
-
-
-def local(name: str, reason: str, **delivery: Any) -> Case:
-    """Refused before any request: InvalidRequest."""
-    return Case(
-        name, nothing, InvalidRequest, reason=reason, delivery=delivery, reaches_server=False
-    )
 
 
 R, P = RetryableError, PermanentError
@@ -127,18 +91,12 @@ CASES = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
+@cases(CASES)
 def test_classification(case: Case, vonage_api: VonageApi, make_delivery, run) -> None:
     case.arrange(vonage_api)
     delivery = make_delivery(**{"channel": "sms", "address": TO, **case.delivery})
     outcome = run(attempt(vonage(vonage_api, **case.connector), delivery))
-    assert isinstance(outcome, case.outcome), outcome
-    assert len(vonage_api.received) == (1 if case.reaches_server else 0)
-    if isinstance(outcome, ConnectorError):
-        assert outcome.status == case.status
-        assert case.reason in outcome.reason
-    if isinstance(outcome, RetryableError):
-        assert outcome.retry_after == case.retry_after
+    check(case, outcome, len(vonage_api.received))
 
 
 def test_form_and_result(vonage_api: VonageApi, make_delivery, run) -> None:

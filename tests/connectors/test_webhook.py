@@ -10,7 +10,6 @@ import hashlib
 import hmac
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import pytest
 
@@ -25,32 +24,14 @@ from connectors.base import (
 from connectors.webhook.standard import WebhookConnector, parse_retry_after, sign, verify
 from notiflow.devservices import WebhookReceiver, free_port
 from notiflow.settings import Settings
+from tests.connectors.harness import Case, attempt, cases, check
 
 
 def hook_delivery(make_delivery: Callable[..., Delivery], url: str, **overrides) -> Delivery:
     return make_delivery(channel="webhook", address=url, **overrides)
 
 
-async def attempt(connector: WebhookConnector, delivery: Delivery) -> SendResult | ConnectorError:
-    await connector.open()
-    try:
-        return await connector.send(delivery)
-    except ConnectorError as error:
-        return error
-    finally:
-        await connector.close()
-
-
 # --- one case table: what the endpoint answers → how the connector classifies it ----------
-@dataclass(frozen=True)
-class Case:
-    name: str
-    arrange: Callable[[WebhookReceiver], None]
-    outcome: type[SendResult] | type[ConnectorError]
-    status: int | None = None
-    retry_after: float | None = None
-
-
 RETRY_30 = {"Retry-After": "30"}
 MOVED = {"Location": "/elsewhere"}
 CASES = [
@@ -63,7 +44,8 @@ CASES = [
     Case("408", lambda r: r.script([408]), RetryableError, 408),
     Case("425", lambda r: r.script([425]), RetryableError, 425),
     Case("429_seconds", lambda r: r.throttle(7), RetryableError, 429, 7),
-    Case("400", lambda r: r.respond_with(400, {"error": "bad payload"}), PermanentError, 400),
+    Case("400", lambda r: r.respond_with(400, {"error": "bad payload"}), PermanentError, 400,
+         reason="bad payload"),  # a short excerpt of the body
     Case("401", lambda r: r.script([401]), PermanentError, 401),
     Case("404", lambda r: r.script([404]), PermanentError, 404),
     Case("410", lambda r: r.script([410]), PermanentError, 410),
@@ -72,23 +54,16 @@ CASES = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
+@cases(CASES)
 def test_response_classification(
     case: Case, webhook_receiver: WebhookReceiver, webhook_secret: str, make_delivery, run
 ) -> None:
     case.arrange(webhook_receiver)
     connector = WebhookConnector(webhook_secret, timeout=5)
     outcome = run(attempt(connector, hook_delivery(make_delivery, webhook_receiver.url())))
-    assert isinstance(outcome, case.outcome), outcome
-    assert len(webhook_receiver.received) == 1
-    if isinstance(outcome, ConnectorError):
-        assert outcome.status == case.status
-        if case.status is not None:
-            assert f"http_{case.status}" in outcome.reason
-    if isinstance(outcome, RetryableError):
-        assert outcome.retry_after == case.retry_after
-    if case.name == "400":
-        assert "bad payload" in outcome.reason  # a short excerpt of the body
+    check(case, outcome, len(webhook_receiver.received))
+    if isinstance(outcome, ConnectorError) and case.status is not None:
+        assert f"http_{case.status}" in outcome.reason
 
 
 def test_body_and_signature(

@@ -31,6 +31,7 @@ from connectors.push.webpush import (
 )
 from notiflow.devservices.webpush_api import WebPushApi
 from notiflow.settings import Settings
+from tests.connectors.harness import batch
 
 SUBJECT = "mailto:ops@notiflow.local"
 
@@ -81,14 +82,6 @@ def push(
     return factory
 
 
-async def _send(connector: WebPushConnector, *deliveries: Delivery) -> list[Any]:
-    await connector.open()
-    try:
-        return await connector.send_batch(deliveries, concurrency=8)
-    finally:
-        await connector.close()
-
-
 def test_encryption_matches_rfc_8291_appendix_a():
     body = encrypt(
         RFC_PLAINTEXT,
@@ -113,7 +106,7 @@ def test_every_message_gets_a_fresh_key_and_tampering_is_detected():
 
 def test_the_push_service_decrypts_what_was_sent(run, webpush_api, connector, push):
     delivery = push(subject="Shipped", body="Order #42 left", data={"order": 42}, priority="high")
-    [result] = run(_send(connector, delivery))
+    [result] = run(batch(connector, delivery))
     assert isinstance(result, SendResult) and result.detail == {"status": 201}
     assert result.provider_message_id.startswith(f"{webpush_api.base_url}/m/")
     [message] = webpush_api.messages
@@ -132,7 +125,7 @@ def test_the_push_service_decrypts_what_was_sent(run, webpush_api, connector, pu
 
 
 def test_ttl_urgency_and_topic_come_from_the_delivery(run, webpush_api, connector, push):
-    run(_send(connector, push(priority="low", metadata={"ttl_s": "30", "collapse_key": "score"})))
+    run(batch(connector, push(priority="low", metadata={"ttl_s": "30", "collapse_key": "score"})))
     [message] = webpush_api.messages
     assert (message.ttl, message.urgency, message.topic) == (30, "low", "score")
 
@@ -140,9 +133,9 @@ def test_ttl_urgency_and_topic_come_from_the_delivery(run, webpush_api, connecto
 def test_the_vapid_jwt_is_cached_per_origin_and_renewed(run, webpush_api, vapid_key, push):
     now = [time.time()]
     connector = WebPushConnector(vapid_key, SUBJECT, clock=lambda: now[0])
-    run(_send(connector, push(), push(), push()))
+    run(batch(connector, push(), push(), push()))
     now[0] += 11.5 * 3600  # past lifetime minus the renewal margin
-    run(_send(connector, push()))
+    run(batch(connector, push()))
     headers = [r.headers["Authorization"] for r in webpush_api.received]
     assert len(set(headers[:3])) == 1 and headers[3] != headers[0]
     token = headers[0].split("t=")[1].split(",")[0]
@@ -160,7 +153,7 @@ def test_gone_unknown_and_malformed_subscriptions_are_token_invalid(
     webpush_api.unsubscribe(gone)
     unknown = {**webpush_api.subscribe(), "endpoint": f"{webpush_api.base_url}/push/nope"}
     malformed = {"endpoint": f"{webpush_api.base_url}/push/x", "keys": {"p256dh": "AAAA"}}
-    outcomes = run(_send(connector, push(gone), push(unknown), push(malformed)))
+    outcomes = run(batch(connector, push(gone), push(unknown), push(malformed)))
     assert [type(o) for o in outcomes] == [TokenInvalid] * 3
     assert [o.status for o in outcomes] == [410, 404, None]
     assert len(webpush_api.received) == 2
@@ -168,10 +161,10 @@ def test_gone_unknown_and_malformed_subscriptions_are_token_invalid(
 
 def test_a_vapid_key_other_than_the_subscriptions_is_permanent(run, webpush_api, connector, push):
     other = b64url_encode(public_key_bytes(ec.generate_private_key(ec.SECP256R1()).public_key()))
-    [outcome] = run(_send(connector, push(webpush_api.subscribe(application_server_key=other))))
+    [outcome] = run(batch(connector, push(webpush_api.subscribe(application_server_key=other))))
     assert type(outcome) is PermanentError and outcome.status == 403
     mine = webpush_api.subscribe(application_server_key=connector.vapid_public_key)
-    assert isinstance(run(_send(connector, push(mine)))[0], SendResult)
+    assert isinstance(run(batch(connector, push(mine)))[0], SendResult)
 
 
 ERROR_CASES = [
@@ -190,20 +183,20 @@ ERROR_CASES = [
 @pytest.mark.parametrize(("status", "expected"), ERROR_CASES)
 def test_push_service_statuses_are_classified(run, webpush_api, connector, push, status, expected):
     webpush_api.script([status])
-    [outcome] = run(_send(connector, push()))
+    [outcome] = run(batch(connector, push()))
     assert type(outcome) is expected and outcome.status == status
 
 
 def test_retry_after_and_dropped_connections(run, webpush_api, connector, push):
     webpush_api.throttle(9)
     webpush_api.drop_next()
-    throttled, dropped = (run(_send(connector, push()))[0] for _ in range(2))
+    throttled, dropped = (run(batch(connector, push()))[0] for _ in range(2))
     assert isinstance(throttled, RetryableError) and throttled.retry_after == 9
     assert isinstance(dropped, RetryableError)
 
 
 def test_payload_limit_is_checked_before_sending(run, webpush_api, connector, push):
-    [outcome] = run(_send(connector, push(data={"blob": "x" * 4000})))
+    [outcome] = run(batch(connector, push(data={"blob": "x" * 4000})))
     assert type(outcome) is InvalidRequest and "payload_too_large" in outcome.reason
     assert webpush_api.received == []
 
@@ -229,6 +222,6 @@ def test_from_settings(run, webpush_api, vapid_key, push):
     raw = b64url_encode(vapid_key.private_numbers().private_value.to_bytes(32, "big"))
     connector = WebPushConnector.from_settings(Settings(webpush_vapid_private_key=raw))
     assert connector.vapid_subject == Settings.model_fields["webpush_vapid_subject"].default
-    assert isinstance(run(_send(connector, push()))[0], SendResult)
+    assert isinstance(run(batch(connector, push()))[0], SendResult)
     with pytest.raises(ValueError, match="VAPID"):
         WebPushConnector.from_settings(Settings(webpush_vapid_private_key=None))

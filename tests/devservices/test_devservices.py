@@ -17,25 +17,9 @@ import redis
 
 from connectors.webhook.standard import sign
 from notiflow.devservices import RedisServer, SmtpCatcher, WebhookReceiver, free_port
+from tests.devservices.helpers import port_is_open, post
 
 SECRET = "whsec_" + "dGVzdC1zZWNyZXQtZm9yLWRldnNlcnZpY2Vz"
-
-
-def port_is_open(port: int) -> bool:
-    with socket.socket() as probe:
-        probe.settimeout(0.5)
-        return probe.connect_ex(("127.0.0.1", port)) == 0
-
-
-def post(
-    url: str, body: bytes = b"{}", headers: dict[str, str] | None = None
-) -> tuple[int, dict, bytes]:
-    request = urllib.request.Request(url, data=body, headers=headers or {}, method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return response.status, dict(response.headers), response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, dict(error.headers), error.read()
 
 
 def simple_message(to: str = "bob@example.org") -> EmailMessage:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
 import time
 import urllib.error
 import urllib.parse
@@ -15,27 +14,11 @@ import pytest
 
 from notiflow.devservices.mailgun_api import MailgunApi, parse_form
 from notiflow.devservices.sendgrid_api import SendGridApi
+from tests.devservices.helpers import port_is_open, post
 
 SG_KEY = "SG.devservices"
 MG_KEY = "key-devservices"
 MG_DOMAIN = "mg.devservices.org"
-
-
-def post(
-    url: str, body: bytes = b"{}", headers: dict[str, str] | None = None
-) -> tuple[int, dict[str, str], bytes]:
-    request = urllib.request.Request(url, data=body, headers=headers or {}, method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return response.status, dict(response.headers), response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, dict(error.headers), error.read()
-
-
-def port_is_open(port: int) -> bool:
-    with socket.socket() as probe:
-        probe.settimeout(0.5)
-        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 def mail(personalizations: list[dict] | None = None, **overrides: object) -> bytes:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 
 import google.auth.transport.requests
@@ -18,15 +17,10 @@ from connectors.push.webpush import b64url_decode, b64url_encode, encrypt, publi
 from notiflow.devservices.apns_api import ApnsApi
 from notiflow.devservices.fcm_api import FCM_ERROR_TYPE, FcmApi
 from notiflow.devservices.webpush_api import WebPushApi
+from tests.devservices.helpers import port_is_open
 
 DEVICE = "c3" * 32
 FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
-
-
-def port_is_open(port: int) -> bool:
-    with socket.socket() as probe:
-        probe.settimeout(0.5)
-        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 # --- FcmApi -------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import pytest
 
 from notiflow.devservices.twilio_api import TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, TwilioApi
 from notiflow.devservices.vonage_api import TEST_API_KEY, TEST_API_SECRET, VonageApi
+from tests.devservices.helpers import post as http_post
 
 MESSAGES = f"/2010-04-01/Accounts/{TEST_ACCOUNT_SID}/Messages.json"
 CALLS = f"/2010-04-01/Accounts/{TEST_ACCOUNT_SID}/Calls.json"
@@ -36,16 +37,10 @@ def post(
 ) -> tuple[int, dict[str, str], Any]:
     """(status, headers, parsed JSON or raw bytes) of one request; HTTP errors are answers."""
     data = urlencode(fields).encode() if fields is not None else None
-    request = urllib.request.Request(url, data=data, method=method)
-    if data is not None:
-        request.add_header("Content-Type", "application/x-www-form-urlencoded")
+    sent = {"Content-Type": "application/x-www-form-urlencoded"} if data is not None else {}
     if auth:
-        request.add_header("Authorization", auth)
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            status, headers, body = response.status, dict(response.headers), response.read()
-    except urllib.error.HTTPError as error:
-        status, headers, body = error.code, dict(error.headers), error.read()
+        sent["Authorization"] = auth
+    status, headers, body = http_post(url, data, sent, method=method)
     try:
         return status, headers, orjson.loads(body)
     except orjson.JSONDecodeError:
