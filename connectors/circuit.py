@@ -17,7 +17,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -79,25 +79,34 @@ class CircuitBreaker:
 
     def record(self, failed: bool) -> None:
         """Count one call's outcome (``failed``: a provider-side failure)."""
+        self.record_all((failed,))
+
+    def record_all(self, failures: Iterable[bool]) -> None:
+        """Count a round of calls' outcomes, in order, under one lock and clock reading."""
         with self._lock:
             now = self.clock()
-            if self.state == HALF_OPEN:
-                if failed:
-                    self._open(now, "probe failed")
-                else:
-                    self._calls.clear()
-                    self._failures = 0
-                    self._move(CLOSED, "probe succeeded")
-                return
-            if self.state == OPEN:
-                return
-            self._calls.append((now, failed))
-            self._failures += failed
-            while self._calls and self._calls[0][0] <= now - self.policy.window_s:
-                self._failures -= self._calls.popleft()[1]
-            total, failures = len(self._calls), self._failures
-            if total >= self.policy.min_calls and failures / total >= self.policy.failure_ratio:
-                self._open(now, f"{failures}/{total} calls failed in {self.policy.window_s:g}s")
+            for failed in failures:
+                self._record(now, failed)
+
+    def _record(self, now: float, failed: bool) -> None:
+        """Count one outcome at ``now`` (the lock is held)."""
+        if self.state == HALF_OPEN:
+            if failed:
+                self._open(now, "probe failed")
+            else:
+                self._calls.clear()
+                self._failures = 0
+                self._move(CLOSED, "probe succeeded")
+            return
+        if self.state == OPEN:
+            return
+        self._calls.append((now, failed))
+        self._failures += failed
+        while self._calls and self._calls[0][0] <= now - self.policy.window_s:
+            self._failures -= self._calls.popleft()[1]
+        total, failures = len(self._calls), self._failures
+        if total >= self.policy.min_calls and failures / total >= self.policy.failure_ratio:
+            self._open(now, f"{failures}/{total} calls failed in {self.policy.window_s:g}s")
 
     def take_transitions(self) -> list[Transition]:
         with self._lock:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -299,13 +300,14 @@ class Dispatcher:
         confirmed: list[tuple[Delivery, dict]] = []
         failed: list[tuple[Delivery, str]] = []
         out_of_time = time.monotonic() - started >= self.policy.max_total_s
+        breaker.record_all(
+            isinstance(o, RetryableError) and not isinstance(o, LimiterUnavailable)
+            for o in outcomes
+        )
+        attempts: Counter[tuple[str, str]] = Counter()  # one metric increment per round
         for delivery, outcome in zip(sending, outcomes, strict=True):
-            breaker.record(
-                failed=isinstance(outcome, RetryableError)
-                and not isinstance(outcome, LimiterUnavailable)
-            )
             if isinstance(outcome, SendResult):
-                metrics.child(metrics.PROVIDER_ATTEMPTS, provider, "sent").inc()
+                attempts[provider, "sent"] += 1
                 fields = outcome.detail.pop("_ledger_fields", None)
                 if fields is None:  # not confirmed yet (batch provider or no ledger)
                     fields = self._sent_fields(connector, delivery, outcome, now_ms)
@@ -315,7 +317,7 @@ class Dispatcher:
                 continue
             kind = "retryable" if isinstance(outcome, RetryableError) else "permanent"
             real = getattr(outcome, "provider", None) or provider  # e.g. "fcm" behind "push"
-            metrics.child(metrics.PROVIDER_ATTEMPTS, real, kind).inc()
+            attempts[real, kind] += 1
             if isinstance(outcome, TokenInvalid):
                 await self._invalidate(delivery, real, outcome.reason, now_ms, out)
             elif isinstance(outcome, RetryableError):
@@ -331,6 +333,8 @@ class Dispatcher:
                 moved.append((delivery, outcome.reason))
             else:
                 failed.append((delivery, outcome.reason))
+        for labels, count in attempts.items():
+            metrics.child(metrics.PROVIDER_ATTEMPTS, *labels).inc(count)
         if self.ledger is not None and confirmed:
             await self.ledger.confirm(confirmed)
         for delivery, why in failed:

@@ -172,24 +172,23 @@ class ProfileUpdater:
         return self._store
 
 
-def wants_feedback(record: Record | SourceError) -> bool:
-    """Cheap header check: is this event one a strategy learns from?"""
-    if isinstance(record, SourceError):
-        return False
-    headers = dict(record.headers)
-    if STATUS_HEADER not in headers:
+def wants_feedback(headers: list[tuple[str, bytes]] | None) -> bool:
+    """Cheap header check, in the source: is this event one a strategy learns from?"""
+    found = dict(headers) if headers else {}
+    status = found.get(STATUS_HEADER)
+    if status is None:
         return True  # not written by notiflow (e.g. a receipt): decided after parsing
-    status = headers[STATUS_HEADER].decode()
-    if status not in FEEDBACK_STATUSES:
-        return False
-    if status == "sent":
-        return headers.get(STRATEGY_HEADER, b"").decode() in FEEDBACK_STRATEGIES
-    return True
+    if status == b"sent":
+        return found.get(STRATEGY_HEADER, b"").decode() in FEEDBACK_STRATEGIES
+    return status.decode() in FEEDBACK_STATUSES
 
 
-def feedback_event(record: Record) -> list[tuple[str, dict[str, Any]]]:
+def feedback_event(record: Record | SourceError) -> list[tuple[str, dict[str, Any]]]:
     """``(tenant/user, event)`` for the user's stateful step; unparseable events are skipped
     (the events topic is ours: analytics reports malformed ones)."""
+    if isinstance(record, SourceError):
+        logger.warning("strategy feedback: consumer error", extra={"reason": record.reason})
+        return []
     try:
         event = orjson.loads(record.value or b"")
         key = user_key(event["tenant_id"], event["user_id"])

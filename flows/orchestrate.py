@@ -22,7 +22,7 @@ from flows.steps import (
     Parser,
     Planner,
     encode_dead_letter,
-    encode_event,
+    encode_events,
     encode_rejection,
     rejection_event,
     shard_key,
@@ -93,16 +93,14 @@ def build_flow(settings: Settings | None = None) -> Dataflow:
         feedback = op.input(
             "feedback",
             flow,
-            KafkaRecordSource(kafka, s.events_topic, StartOffset.LATEST, s.source_batch_size),
+            KafkaRecordSource(
+                kafka, s.events_topic, StartOffset.LATEST, s.source_batch_size, wants_feedback
+            ),
         )
         keyed = op.merge(
             "user_inputs",
             keyed,
-            op.flat_map(
-                "feedback_events",
-                op.filter("feedback_filter", feedback, wants_feedback),
-                feedback_event,
-            ),
+            op.flat_map("feedback_events", feedback, feedback_event),
         )  # (tenant/user, notification dict | event dict)
     decided = op.stateful("user_pipeline", keyed, lambda snap: UserLogic(pipeline, strategy, snap))
     # (tenant/user, event dict | Release)
@@ -129,7 +127,7 @@ def build_flow(settings: Settings | None = None) -> Dataflow:
     )
     op.output(
         "events_out",
-        op.map("encode_events", events, encode_event),
+        op.flat_map_batch("encode_events", events, encode_events),
         KafkaProducerSink(kafka, s.events_topic, s.producer_linger_ms),
     )
     dead = op.merge(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
@@ -30,6 +31,10 @@ IDLE_WAIT = timedelta(milliseconds=5)
 OUT_OF_RANGE_WAIT = timedelta(milliseconds=200)
 OUT_OF_RANGE_RETRIES = 50  # ~10 s of re-seeking before treating the records as gone
 LAG_REPORT_INTERVAL_S = 1.0
+
+
+#: Decides from a record's headers (``None`` or name/value pairs) whether to read it.
+HeaderFilter = Callable[[list[tuple[str, bytes]] | None], bool]
 
 
 class Record(NamedTuple):
@@ -68,6 +73,7 @@ class _PartitionReader(StatefulSourcePartition[Record | SourceError, int]):
         self._consumer.assign([self._assignment])
         self._lag_gauge = metrics.CONSUMER_LAG.labels(topic=topic, partition=str(partition))
         self.skip_before_ms: int | None = None  # records older than this are skipped
+        self.accept: HeaderFilter | None = None  # records whose headers it refuses are skipped
 
     def next_batch(self) -> list[Record | SourceError]:
         messages = self._consumer.consume(self._batch_size, 0)
@@ -104,6 +110,8 @@ class _PartitionReader(StatefulSourcePartition[Record | SourceError, int]):
             self._next_offset = message.offset() + 1
             self._out_of_range_count = 0
             if self.skip_before_ms is not None and message.timestamp()[1] < self.skip_before_ms:
+                continue
+            if self.accept is not None and not self.accept(message.headers()):
                 continue
             batch.append(
                 Record(
@@ -174,6 +182,8 @@ class KafkaRecordSource(FixedPartitionedSource[Record | SourceError, int]):
 
     :param config: librdkafka settings (bootstrap servers, security, ...).
     :param start_offset: ``"earliest"`` or ``"latest"`` for parts with no resume state.
+    :param accept: optional predicate on a record's headers; records it refuses are skipped
+        before they become items (their offsets still advance).
     """
 
     def __init__(
@@ -182,11 +192,13 @@ class KafkaRecordSource(FixedPartitionedSource[Record | SourceError, int]):
         topic: str,
         start_offset: str = "earliest",
         batch_size: int = 1000,
+        accept: HeaderFilter | None = None,
     ) -> None:
         self._config = dict(config)
         self._topic = topic
         self._start = OFFSET_BEGINNING if start_offset == "earliest" else OFFSET_END
         self._batch_size = batch_size
+        self._accept = accept
 
     def list_parts(self) -> list[str]:
         return [str(i) for i in range(partition_count(self._config, self._topic))]
@@ -202,6 +214,7 @@ class KafkaRecordSource(FixedPartitionedSource[Record | SourceError, int]):
         }
         offset = self._start if resume_state is None else resume_state
         reader = _PartitionReader(config, self._topic, int(for_part), offset, self._batch_size)
+        reader.accept = self._accept
         if resume_state is None and self._start == OFFSET_END:
             # "latest" also by time: some brokers (Tansu) answer ListOffsets with a wrong end,
             # which would replay the whole topic; records from before this start are skipped.
