@@ -33,6 +33,7 @@ from connectors.base import (
     RetryableError,
     SendResult,
     TokenInvalid,
+    map_bounded,
 )
 from connectors.circuit import HALF_OPEN, BreakerPolicy, breaker_for
 from connectors.ledger import SENDING, SENT, UNKNOWN, SendLedger
@@ -256,24 +257,22 @@ class Dispatcher:
         only leave the sends of that instant unconfirmed (not a whole round)."""
         if self.ledger is None or connector.max_batch_size > 1:
             return await connector.send_batch(sending, self.concurrency)
-        gate = asyncio.Semaphore(self.concurrency)
         ledger = self.ledger
 
         async def one(delivery: Delivery) -> Outcome:
-            async with gate:
-                await ledger.mark_sending(delivery)
-                try:
-                    result = await connector.send(delivery)
-                except ConnectorError as error:
-                    return error
-                except Exception as error:  # a connector bug must not lose the batch
-                    return RetryableError(f"unexpected_error: {type(error).__name__}: {error}")
-                fields = self._sent_fields(connector, delivery, result, self.clock() * 1000)
-                result.detail["_ledger_fields"] = fields
-                await ledger.confirm([(delivery, fields)])
-                return result
+            await ledger.mark_sending(delivery)
+            try:
+                result = await connector.send(delivery)
+            except ConnectorError as error:
+                return error
+            except Exception as error:  # a connector bug must not lose the batch
+                return RetryableError(f"unexpected_error: {type(error).__name__}: {error}")
+            fields = self._sent_fields(connector, delivery, result, self.clock() * 1000)
+            result.detail["_ledger_fields"] = fields
+            await ledger.confirm([(delivery, fields)])
+            return result
 
-        return list(await asyncio.gather(*(one(d) for d in sending)))
+        return await map_bounded(one, sending, self.concurrency)
 
     @staticmethod
     def _sent_fields(
