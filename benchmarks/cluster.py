@@ -17,6 +17,7 @@ from pathlib import Path
 from types import TracebackType
 
 from notiflow.netutil import free_port, free_port_block
+from notiflow.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 TARGETS = {
@@ -60,7 +61,10 @@ class FlowCluster:
         cluster = [free_port() for _ in range(self.processes)]
         addresses = ";".join(f"127.0.0.1:{p}" for p in cluster)
         for index in range(self.processes):
-            args = [sys.executable, "-m", "bytewax.run", TARGETS[self.flow]]
+            epoch = self.env.get("NOTIFLOW_SNAPSHOT_INTERVAL_SECONDS") or str(
+                Settings.model_fields["snapshot_interval_seconds"].default
+            )
+            args = [sys.executable, "-m", "bytewax.run", TARGETS[self.flow], "-s", epoch]
             env = {
                 **self.env,
                 "NOTIFLOW_METRICS_PORT": str(self.metrics_ports[index]),

@@ -159,7 +159,8 @@ def render(report: dict[str, Any]) -> str:
         lines += _table([*header, "max"], rows)
         lines += [
             "Overloaded: the flow fell more than 2 s of offered load behind, so production "
-            "stopped at the next block; the percentiles then measure the queue.",
+            "stopped at the next block; the percentiles then measure the queue. Notifications "
+            "held on purpose (scheduled, quiet hours, deferred, digests) are left out.",
             "",
         ]
     for r in report["scenarios"]:

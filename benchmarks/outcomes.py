@@ -23,6 +23,8 @@ from notiflow.settings import Settings
 
 QUIET_S = 1.0
 READ_TIMEOUT_S = 300.0
+#: Statuses of a notification held back on purpose (its events precede its ``sent``: same key).
+HELD = frozenset({"scheduled", "held_quiet_hours", "deferred"})
 
 
 @dataclass
@@ -49,6 +51,9 @@ class Outcomes:
     events: int = 0
     dlq: int = 0
     dlq_kinds: Counter[str] = field(default_factory=Counter)
+    #: notifications held on purpose (scheduled, quiet hours, deferred): their ``sent``
+    #: latency is the hold, not the engine's, so it is left out of the percentiles
+    held: set[str] = field(default_factory=set)
 
     @property
     def terminal(self) -> int:
@@ -105,13 +110,16 @@ def _count(out: Outcomes, event: dict, stamp_ms: int, windows: list[Window]) -> 
     window = next((w for w in windows if w.start_ms <= requested < w.end_ms), None)
     if window is not None:
         window.first_ms = min(window.first_ms, stamp_ms)
+    if status in HELD:
+        out.held.add(event["notification_id"])
     if status not in TERMINAL:
         return
     out.channels[f"{event['channel'] or '-'}:{status}"] += 1
     if window is not None:
         window.terminal += 1
         window.last_ms = max(window.last_ms, stamp_ms)
-        if status == "sent":
+        on_purpose = event["category"] == "digest" or event["notification_id"] in out.held
+        if status == "sent" and not on_purpose:
             window.latencies_ms.append(stamp_ms - requested)
 
 

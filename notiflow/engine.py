@@ -119,14 +119,8 @@ class Engine:
         if s.recovery_dir:
             flow_dir = s.recovery_dir / name.split("-")[0]
             self.init_recovery(flow_dir, self.processes if addresses else 1)
-            args += [
-                "-r",
-                str(flow_dir),
-                "-s",
-                str(s.snapshot_interval_seconds),
-                "-b",
-                "0",  # local SQLite partitions: no external backup to wait for
-            ]
+            args += ["-r", str(flow_dir), "-b", "0"]  # local SQLite: no backup to wait for
+        args += ["-s", str(s.snapshot_interval_seconds)]  # the epoch, with or without recovery
         process = subprocess.Popen(args, env=env, start_new_session=True)
         self.children.append((name, process))
         logger.info(

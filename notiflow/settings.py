@@ -89,7 +89,11 @@ class Settings(BaseSettings):
         None, description="Enable bytewax recovery with SQLite partitions in this directory."
     )
     snapshot_interval_seconds: int = Field(
-        10, ge=1, description="Recovery snapshot interval (whole seconds, as bytewax takes)."
+        2,
+        ge=1,
+        description="Bytewax epoch: the recovery snapshot interval, also without recovery "
+        "(whole seconds). Every key touched in an epoch is snapshotted at its end: shorter "
+        "epochs, shorter pauses (latency tail) and less to replay after a crash.",
     )
     data_dir: Path = Field(Path(".notiflow"), description="Where embedded state is kept.")
     dedup_window_seconds: float = Field(
@@ -296,6 +300,12 @@ class Settings(BaseSettings):
     metrics_host: str = Field("127.0.0.1", description="Bind address of /metrics and /healthz.")
     metrics_port: int = Field(
         9400, ge=0, description="Port of the first process; process N uses port+N. 0: off."
+    )
+    gc_gen0_threshold: int = Field(
+        50_000,
+        ge=0,
+        description="Allocations between young-generation garbage collections in the flow "
+        "processes (Python's default 700; 0 keeps it).",
     )
     log_level: str = Field("INFO", description="Python log level.")
     log_format: LogFormat = Field(LogFormat.JSON, description="json (structured) or text.")
