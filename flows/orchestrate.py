@@ -8,13 +8,11 @@ with ``-i/-a`` for several processes). Wiring only: decisions are in ``operators
 from __future__ import annotations
 
 from datetime import timedelta
-from functools import partial
 
 import bytewax.operators as op
 import orjson
 from bytewax.dataflow import Dataflow
 
-from connectors.base import Delivery
 from flows.enrich import Enricher, ProfileUpdater, feedback_event, wants_feedback
 from flows.logic import CampaignLogic, UserLogic
 from flows.steps import (
@@ -25,7 +23,6 @@ from flows.steps import (
     encode_events,
     encode_rejection,
     rejection_event,
-    shard_key,
 )
 from notiflow.kafka.sink import KafkaProducerSink
 from notiflow.kafka.source import KafkaRecordSource
@@ -104,13 +101,12 @@ def build_flow(settings: Settings | None = None) -> Dataflow:
         )  # (tenant/user, notification dict | event dict)
     decided = op.stateful("user_pipeline", keyed, lambda snap: UserLogic(pipeline, strategy, snap))
     # (tenant/user, event dict | Release)
-    planned = op.flat_map(
-        "plan", op.map("drop_user_key", decided, lambda kv: kv[1]), Planner(s)
-    )  # event dict | Delivery | DeadLetter
-    deliveries = op.branch("split_deliveries", planned, lambda x: isinstance(x, Delivery))
+    planned = op.flat_map_batch("plan", decided, Planner(s).plan_batch)
+    # event dict | DeadLetter | (channel/shard, Delivery)
+    deliveries = op.branch("split_deliveries", planned, lambda x: type(x) is tuple)
     batches = op.collect(
         "batch_by_provider",
-        op.key_on("key_by_channel", deliveries.trues, partial(shard_key, shards=s.delivery_shards)),
+        deliveries.trues,
         timeout=timedelta(milliseconds=s.delivery_batch_timeout_ms),
         max_size=s.delivery_batch_size,
     )  # (channel/shard, [Delivery])

@@ -100,6 +100,7 @@ class Planner:
     """
 
     def __init__(self, settings: Settings) -> None:
+        self.shards = settings.delivery_shards
         refresh_s = settings.templates_refresh_seconds
         url = settings.redis_url
         redis = RedisTemplates(url, refresh_s=refresh_s) if url else None
@@ -109,6 +110,22 @@ class Planner:
             default_locale=settings.default_locale,
             limits=ContentLimits(sms_max_segments=settings.sms_max_segments),
         )
+
+    def plan_batch(self, keyed: list[tuple[str, dict | Release]]) -> list[Any]:
+        """Batch step on the per-user step's ``(key, output)`` pairs: one call per batch
+        rather than three per item (drop the key, plan, key by channel shard). Deliveries
+        come out as ``(channel/shard, Delivery)`` pairs, everything else as is."""
+        out: list[Any] = []
+        shards = self.shards
+        for _key, item in keyed:
+            if isinstance(item, dict):
+                out.append(item)
+                continue
+            for planned in self(item):
+                out.append(
+                    (shard_key(planned, shards), planned) if type(planned) is Delivery else planned
+                )
+        return out
 
     def __call__(self, item: dict | Release) -> list[dict | Delivery | DeadLetter]:
         if isinstance(item, dict):
