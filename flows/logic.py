@@ -49,7 +49,8 @@ class UserLogic(StatefulLogic):
         restored = _restore(snapshot)
         if isinstance(restored, UserState):  # a snapshot from before strategies
             restored = (restored, StrategyState())
-        self.state, self.strategy_state = restored or (UserState(), StrategyState())
+        self.state, strategy_state = restored or (UserState(), None)
+        self.strategy_state = strategy_state or StrategyState()
 
     def on_item(self, item: dict) -> tuple[list[dict | Release], bool]:
         now = self.clock()
@@ -74,7 +75,8 @@ class UserLogic(StatefulLogic):
         return _at(min(present)) if present else None
 
     def snapshot(self) -> bytes:
-        return pickle.dumps((self.state, self.strategy_state), protocol=pickle.HIGHEST_PROTOCOL)
+        strategy = None if self.strategy_state.is_empty() else self.strategy_state
+        return pickle.dumps((self.state, strategy), protocol=pickle.HIGHEST_PROTOCOL)
 
     def _empty(self) -> bool:
         return self.state.is_empty() and self.strategy_state.is_empty()
