@@ -172,7 +172,7 @@ class Settings(BaseSettings):
         500, ge=1, description="Deliveries collected per channel shard before sending."
     )
     delivery_batch_timeout_ms: int = Field(
-        20, ge=1, description="Longest wait to fill a delivery batch."
+        5, ge=1, description="Longest wait to fill a delivery batch (adds to latency at low load)."
     )
     delivery_shards: int = Field(
         4, ge=1, description="Shards per channel for batching (spreads a channel over workers)."
