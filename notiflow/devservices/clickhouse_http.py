@@ -50,20 +50,17 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
-import time
 import uuid
 import zlib
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit
 
+from notiflow.devservices.child import ChildProcessServer
 from notiflow.devservices.clickhouse_http_engine import ClickHouseError, Engine, Request
-from notiflow.netutil import free_port
 
 __all__ = ["ClickHouseHttpServer"]
 
@@ -261,16 +258,18 @@ def serve(host: str, port: int, data_dir: Path, user: str, password: str) -> Non
         engine.close()
 
 
-class ClickHouseHttpServer:
+class ClickHouseHttpServer(ChildProcessServer):
     """The stand-in as a child process on a free loopback port; ``url`` is its DSN.
 
     ``data_dir`` keeps the data (e.g. across a restart); default: a temporary directory
     removed on stop.
     """
 
+    NAME = "clickhouse-http"
+    LOG_FILE = "server.log"
     START_TIMEOUT_S = 30.0
     STOP_TIMEOUT_S = 10.0
-    BIND_ATTEMPTS = 3
+    POLL_S = 0.05
 
     def __init__(
         self,
@@ -281,61 +280,14 @@ class ClickHouseHttpServer:
         password: str = "notiflow",
         data_dir: Path | None = None,
     ) -> None:
-        self.host, self._requested_port, self.port = host, port, port or 0
+        super().__init__(host, port, data_dir)
         self.user, self.password = user, password
-        self._data_dir = data_dir
-        self._tempdir: tempfile.TemporaryDirectory[str] | None = None
-        self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         """``http://user:password@host:port`` (for ``CLICKHOUSE_URL``)."""
         credentials = f"{quote(self.user, safe='')}:{quote(self.password, safe='')}"
         return f"http://{credentials}@{self.host}:{self.port}"
-
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
-
-    def start(self) -> ClickHouseHttpServer:
-        """Launch and wait until ``/ping`` answers (bounded by START_TIMEOUT_S per attempt)."""
-        if self._process is not None:
-            return self
-        if self._data_dir is None:
-            self._tempdir = tempfile.TemporaryDirectory(prefix="notiflow-ch-http-")
-        data_dir = self._data_dir or Path(self._tempdir.name)  # type: ignore[union-attr]
-        data_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            for _ in range(1 if self._requested_port else self.BIND_ATTEMPTS):
-                self.port = self._requested_port or free_port(self.host)
-                self._process = self._spawn(data_dir)
-                if self._wait_ready():
-                    log.info("clickhouse http stand-in listening on %s:%s", self.host, self.port)
-                    return self
-                self._terminate()
-            log_tail = (data_dir / "server.log").read_text(errors="replace")[-2000:]
-            raise RuntimeError(f"clickhouse http stand-in did not start: {log_tail}")
-        except BaseException:
-            self.stop()
-            raise
-
-    def stop(self) -> None:
-        """Terminate (then kill) the child and remove the temporary directory, if any."""
-        self._terminate()
-        if self._tempdir is not None:
-            self._tempdir.cleanup()
-            self._tempdir = None
-
-    def __enter__(self) -> ClickHouseHttpServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def ping(self, timeout: float = 1.0) -> bool:
         """``GET /ping`` answers ``Ok.`` (directly: no proxy from the environment)."""
@@ -359,27 +311,6 @@ class ClickHouseHttpServer:
                 stderr=output,
                 env={**os.environ, PASSWORD_ENV: self.password},
             )
-
-    def _wait_ready(self) -> bool:
-        deadline = time.monotonic() + self.START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if not self.running:
-                return False
-            if self.ping(timeout=0.5):
-                return True
-            time.sleep(0.05)
-        return False
-
-    def _terminate(self) -> None:
-        process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(self.STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(self.STOP_TIMEOUT_S)
 
 
 def main(argv: list[str] | None = None) -> None:
