@@ -33,6 +33,10 @@ from notiflow.kafka.admin import ensure_topics
 from notiflow.kafka.broker import EmbeddedBroker
 from notiflow.settings import Settings
 
+#: Pause between a backlog (warm-up) phase and an open-loop phase, so that open-loop latency
+#: measures the steady state, not requests queued behind the warm-up's last batches.
+SETTLE_S = 2.0
+
 
 class Bench:
     """Runs scenarios against shared stubs, reporting progress to a rich ``Progress``."""
@@ -133,6 +137,8 @@ class Bench:
             stats: dict[str, float] = {}
             producer = profiler = None
             feed = Feed(sc, phase, done_before, config, topic)
+            if index and not phase.backlog and sc.phases[index - 1].backlog:
+                time.sleep(SETTLE_S)  # let the warm-up's last batches and flushes finish
             if phase.backlog:
                 started = poll.until(lambda done: done > poll.last)  # first output
             else:
