@@ -7,12 +7,11 @@ with ``-i/-a`` for several processes). Wiring only: decisions are in ``operators
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import bytewax.operators as op
 import orjson
 from bytewax.dataflow import Dataflow
 
+from connectors.base import Delivery
 from flows.enrich import Enricher, ProfileUpdater, feedback_event, wants_feedback
 from flows.logic import CampaignLogic, UserLogic
 from flows.steps import (
@@ -102,15 +101,9 @@ def build_flow(settings: Settings | None = None) -> Dataflow:
     decided = op.stateful("user_pipeline", keyed, lambda snap: UserLogic(pipeline, strategy, snap))
     # (tenant/user, event dict | Release)
     planned = op.flat_map_batch("plan", decided, Planner(s).plan_batch)
-    # event dict | DeadLetter | (channel/shard, Delivery)
-    deliveries = op.branch("split_deliveries", planned, lambda x: type(x) is tuple)
-    batches = op.collect(
-        "batch_by_provider",
-        deliveries.trues,
-        timeout=timedelta(milliseconds=s.delivery_batch_timeout_ms),
-        max_size=s.delivery_batch_size,
-    )  # (channel/shard, [Delivery])
-    delivered = op.flat_map_batch("deliver", batches, Deliverer(s))
+    # event dict | DeadLetter | Delivery
+    deliveries = op.branch("split_deliveries", planned, lambda x: type(x) is Delivery)
+    delivered = op.flat_map_batch("deliver", deliveries.trues, Deliverer(s))
     outcomes = op.merge("outcomes", deliveries.falses, delivered)  # event dict | DeadLetter
     by_type = op.branch("split_dead_letters", outcomes, lambda item: isinstance(item, dict))
 

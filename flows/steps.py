@@ -6,7 +6,6 @@ import asyncio
 import atexit
 import threading
 import time
-import zlib
 from collections import Counter
 from datetime import datetime
 from typing import Any
@@ -100,7 +99,6 @@ class Planner:
     """
 
     def __init__(self, settings: Settings) -> None:
-        self.shards = settings.delivery_shards
         refresh_s = settings.templates_refresh_seconds
         url = settings.redis_url
         redis = RedisTemplates(url, refresh_s=refresh_s) if url else None
@@ -113,18 +111,13 @@ class Planner:
 
     def plan_batch(self, keyed: list[tuple[str, dict | Release]]) -> list[Any]:
         """Batch step on the per-user step's ``(key, output)`` pairs: one call per batch
-        rather than three per item (drop the key, plan, key by channel shard). Deliveries
-        come out as ``(channel/shard, Delivery)`` pairs, everything else as is."""
+        rather than two per item (drop the key, plan)."""
         out: list[Any] = []
-        shards = self.shards
         for _key, item in keyed:
             if isinstance(item, dict):
                 out.append(item)
-                continue
-            for planned in self(item):
-                out.append(
-                    (shard_key(planned, shards), planned) if type(planned) is Delivery else planned
-                )
+            else:
+                out += self(item)
         return out
 
     def __call__(self, item: dict | Release) -> list[dict | Delivery | DeadLetter]:
@@ -143,17 +136,14 @@ class Planner:
         return out
 
 
-def shard_key(delivery: Delivery, shards: int) -> str:
-    """Batching key: channel plus a stable shard of the user (spreads a channel over workers)."""
-    shard = zlib.crc32(delivery.user_id.encode()) % shards
-    return f"{delivery.channel}/{shard}"
-
-
 class Deliverer:
-    """Batch step over collected ``(shard, [Delivery])``: send through the connectors.
+    """Batch step over the deliveries planned on this worker: send through the connectors.
 
-    One event loop, set of connectors (connection pools) and provider limiter per worker
-    thread, kept across batches. Emits event dicts and ``DeadLetter``s.
+    Batches are what one activation brings (a source poll's worth under load, a single
+    delivery when quiet), split at ``delivery_batch_size``: no waiting to fill a batch and no
+    exchange between workers. One event loop, set of connectors (connection pools) and
+    provider limiter per worker thread, kept across batches. Emits event dicts and
+    ``DeadLetter``s.
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -179,13 +169,17 @@ class Deliverer:
             self._local.loop, self._local.dispatcher = loop, dispatcher
         return self._local.loop, self._local.dispatcher
 
-    def __call__(self, batches: list[tuple[str, list[Delivery]]]) -> list[dict | DeadLetter]:
-        deliveries = [d for _shard, batch in batches for d in batch]
+    def __call__(self, deliveries: list[Delivery]) -> list[dict | DeadLetter]:
         if not deliveries:
             return []
         loop, dispatcher = self._runtime()
-        result = loop.run_until_complete(dispatcher.deliver(deliveries))
-        return [*result.events, *result.dead_letters]
+        out: list[dict | DeadLetter] = []
+        size = self.settings.delivery_batch_size
+        for start in range(0, len(deliveries), size):
+            result = loop.run_until_complete(dispatcher.deliver(deliveries[start : start + size]))
+            out += result.events
+            out += result.dead_letters
+        return out
 
 
 def encode_events(events: list[dict[str, Any]]) -> list[Any]:

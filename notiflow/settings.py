@@ -169,13 +169,7 @@ class Settings(BaseSettings):
     retry_max_delay_seconds: float = Field(5.0, ge=0, description="Backoff cap per retry.")
     delivery_concurrency: int = Field(64, ge=1, description="Concurrent sends per process.")
     delivery_batch_size: int = Field(
-        500, ge=1, description="Deliveries collected per channel shard before sending."
-    )
-    delivery_batch_timeout_ms: int = Field(
-        5, ge=1, description="Longest wait to fill a delivery batch (adds to latency at low load)."
-    )
-    delivery_shards: int = Field(
-        4, ge=1, description="Shards per channel for batching (spreads a channel over workers)."
+        500, ge=1, description="Most deliveries dispatched at once (larger batches are split)."
     )
     provider_costs: str = Field(
         '{"smtp": 0.0001, "sendgrid": 0.0006, "mailgun": 0.0008, "fcm": 0, "apns": 0, '
