@@ -27,6 +27,7 @@ from operators.parse import KIND_INVALID, KIND_NOT_JSON, KIND_SOURCE_ERROR, Reje
 from operators.preferences import PreferencePolicy, filter_channels, merge_profile
 from operators.routing import choose_channels
 from operators.strategy import FAILURE_STATUSES, RECEIPT_STATUSES
+from operators.user_pipeline import Release
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -55,6 +56,19 @@ def with_redis_retry(call: Callable[[], T], what: str, limit_s: float = REDIS_RE
             delay = min(delay * 2, 5.0)
 
 
+def profile_store(settings: Settings) -> ProfileStore | None:
+    """The process's cached profile store (invalidated by pub/sub), when Redis is configured."""
+    if not settings.redis_url:
+        return None
+    store = ProfileStore(
+        settings.redis_url,
+        ttl_s=settings.profile_cache_ttl_seconds,
+        max_entries=settings.profile_cache_max_entries,
+    )
+    store.start_invalidation_listener()
+    return store
+
+
 class Enricher:
     """Batch step on notification dicts: A/B assignment, profile merge (one Redis round trip
     per batch, cached), then preference filtering. Emits notes (with the eligible channels
@@ -69,14 +83,8 @@ class Enricher:
 
     @property
     def store(self) -> ProfileStore | None:
-        s = self.settings
-        if self._store is None and s.redis_url:
-            self._store = ProfileStore(
-                s.redis_url,
-                ttl_s=s.profile_cache_ttl_seconds,
-                max_entries=s.profile_cache_max_entries,
-            )
-            self._store.start_invalidation_listener()
+        if self._store is None:
+            self._store = profile_store(self.settings)
         return self._store
 
     def __call__(self, notes: list[dict]) -> list[dict]:
@@ -113,6 +121,52 @@ class Enricher:
         metrics.PROFILE_CACHE.labels(result="miss").inc(len(refs) - (store.hits - hits))
         metrics.PROFILE_ROUND_TRIPS.inc(store.lookups - lookups)
         return found
+
+
+def was_held(note: dict[str, Any]) -> bool:
+    """Released after waiting in state (scheduled, quiet hours, deferred) or as a digest."""
+    return bool(note.get("_holds") or note["metadata"].get("digest_of"))
+
+
+class ReleaseRecheck:
+    """Batch step on the per-user step's ``(key, output)`` pairs: a notification released
+    after being held is checked against the user's preferences again, so an opt-out (or a
+    withdrawn consent) that arrived while it waited wins. Everything else passes untouched."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.policy = PreferencePolicy.from_config(settings.preference_policy)
+        self.settings = settings
+        self._store: ProfileStore | None = None
+
+    def __call__(self, keyed: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+        held = [
+            (index, item)
+            for index, (_key, item) in enumerate(keyed)
+            if isinstance(item, Release) and item.channels and was_held(item.note)
+        ]
+        if not held or not self.settings.redis_url:
+            return keyed
+        if self._store is None:
+            self._store = profile_store(self.settings)
+        store = self._store
+        refs = [(r.note["tenant_id"], r.note["user_id"]) for _, r in held]
+        profiles = with_redis_retry(lambda: store.get_many(refs), "profile recheck")
+        out: list[tuple[str, Any] | None] = list(keyed)
+        now_ms = time.time() * 1000
+        for index, release in held:
+            note = release.note
+            profile = profiles.get((note["tenant_id"], note["user_id"]))
+            eligible, suppressed = filter_channels(note, release.channels, profile, self.policy)
+            if not suppressed:
+                continue
+            key = keyed[index][0]
+            out[index] = (key, Release(note, tuple(eligible))) if eligible else None
+            for channel, reason in suppressed:
+                why = f"{reason} (checked again at release)"
+                out.append(
+                    (key, note_event(note, "suppressed", now_ms, channel=channel, reason=why))
+                )
+        return [item for item in out if item is not None]
 
 
 class ProfileUpdater:

@@ -12,7 +12,13 @@ import orjson
 from bytewax.dataflow import Dataflow
 
 from connectors.base import Delivery
-from flows.enrich import Enricher, ProfileUpdater, feedback_event, wants_feedback
+from flows.enrich import (
+    Enricher,
+    ProfileUpdater,
+    ReleaseRecheck,
+    feedback_event,
+    wants_feedback,
+)
 from flows.logic import CampaignLogic, UserLogic
 from flows.steps import (
     Deliverer,
@@ -99,6 +105,8 @@ def build_flow(settings: Settings | None = None) -> Dataflow:
             op.flat_map("feedback_events", feedback, feedback_event),
         )  # (tenant/user, notification dict | event dict)
     decided = op.stateful("user_pipeline", keyed, lambda snap: UserLogic(pipeline, strategy, snap))
+    if s.redis_url:  # preferences again for what was held: a later opt-out wins
+        decided = op.flat_map_batch("recheck_preferences", decided, ReleaseRecheck(s))
     # (tenant/user, event dict | Release)
     planned = op.flat_map_batch("plan", decided, Planner(s).plan_batch)
     # event dict | DeadLetter | Delivery
