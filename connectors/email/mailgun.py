@@ -34,7 +34,7 @@ from connectors.base import (
 )
 from connectors.email import mime
 from connectors.email.sendgrid import rate_limit_wait
-from connectors.http import HttpConnector, HttpSession
+from connectors.http import HttpConnector, HttpSession, excerpt
 
 if TYPE_CHECKING:
     from notiflow.settings import Settings
@@ -149,8 +149,8 @@ class MailgunConnector(HttpConnector):
         raise self._classify(status, headers, raw)
 
     def _classify(self, status: int, headers: Mapping[str, str], raw: bytes) -> ConnectorError:
-        message = _json_field(raw, "message") or " ".join(raw.decode("utf-8", "replace").split())
-        detail = message[: self.ERROR_EXCERPT_CHARS]
+        limit = self.ERROR_EXCERPT_CHARS
+        detail = (_json_field(raw, "message") or excerpt(raw, limit))[:limit]
         reason = f"http_{status}: {detail}" if detail else f"http_{status}"
         if status in self.RETRYABLE_STATUSES or status >= 500:
             return RetryableError(reason, status=status, retry_after=rate_limit_wait(headers))

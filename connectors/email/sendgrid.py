@@ -35,7 +35,7 @@ from connectors.base import (
     SendResult,
 )
 from connectors.email import mime
-from connectors.http import HttpConnector, HttpSession, parse_retry_after
+from connectors.http import HttpConnector, HttpSession, excerpt, parse_retry_after
 
 if TYPE_CHECKING:
     from notiflow.settings import Settings
@@ -218,11 +218,8 @@ class SendGridConnector(HttpConnector):
         self, status: int, headers: Mapping[str, str], raw: bytes, count: int
     ) -> list[Outcome]:
         errors = _errors(raw)
-        detail = (
-            "; ".join(_describe(e) for e in errors)
-            if errors
-            else " ".join(raw.decode("utf-8", "replace").split())
-        )[: self.ERROR_EXCERPT_CHARS]
+        limit = self.ERROR_EXCERPT_CHARS
+        detail = "; ".join(_describe(e) for e in errors)[:limit] if errors else excerpt(raw, limit)
         reason = f"http_{status}: {detail}" if detail else f"http_{status}"
         if status in self.RETRYABLE_STATUSES or status >= 500:
             wait = rate_limit_wait(headers)

@@ -51,7 +51,7 @@ from connectors.base import (
     SendResult,
     TokenInvalid,
 )
-from connectors.http import HttpConnector, HttpSession, parse_retry_after
+from connectors.http import HttpConnector, HttpSession, excerpt, parse_retry_after
 from connectors.push import (
     collapse_key,
     is_background,
@@ -82,8 +82,7 @@ def classify_fcm_error(status: int, body: bytes, retry_after: float | None) -> C
         parsed = {}
     error = parsed.get("error") if isinstance(parsed, dict) else None
     if not isinstance(error, dict):
-        excerpt = " ".join(body[: EXCERPT_CHARS * 2].decode(errors="replace").split())
-        reason = f"http_{status}: {excerpt[:EXCERPT_CHARS]}".rstrip(": ")
+        reason = f"http_{status}: {excerpt(body, EXCERPT_CHARS)}".rstrip(": ")
         if status == 429 or status >= 500:
             return RetryableError(reason, status=status, retry_after=retry_after)
         return PermanentError(reason, status=status)

@@ -45,7 +45,7 @@ from connectors.base import (
     SendResult,
     TokenInvalid,
 )
-from connectors.http import HttpConnector, HttpSession, parse_retry_after
+from connectors.http import HttpConnector, HttpSession, excerpt, parse_retry_after
 from connectors.push import collapse_key, platform_token, ttl_seconds
 
 if TYPE_CHECKING:
@@ -281,8 +281,8 @@ class WebPushConnector(HttpConnector):
             location = reply_headers.get("Location")
             return SendResult(provider_message_id=location, detail={"status": status})
         retry_after = parse_retry_after(reply_headers.get("Retry-After"))
-        excerpt = " ".join(raw[:400].decode(errors="replace").split())[:200]
-        reason = f"http_{status}: {excerpt}" if excerpt else f"http_{status}"
+        text = excerpt(raw, 200)
+        reason = f"http_{status}: {text}" if text else f"http_{status}"
         if status in (404, 410):
             raise TokenInvalid(reason, status=status)
         if status == 413:

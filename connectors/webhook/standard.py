@@ -35,6 +35,7 @@ from connectors.http import (
     TRANSPORT_ERRORS,
     HttpConnector,
     HttpSession,
+    excerpt,
     parse_retry_after,
     transport_error,
 )
@@ -210,13 +211,13 @@ class WebhookConnector(HttpConnector):
                 if 200 <= status < 300:
                     await response.read()  # drain so the connection is reused
                     return SendResult(provider_message_id=msg_id, detail={"status": status})
-                excerpt = await self._excerpt(response)
+                detail = await self._excerpt(response)
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
         except aiohttp.InvalidURL as error:
             raise InvalidRequest(f"invalid_url: {error}") from error
         except TRANSPORT_ERRORS as error:
             raise transport_error(error, self.timeout) from error
-        raise self._classify(status, excerpt, retry_after)
+        raise self._classify(status, detail, retry_after)
 
     # --- internals -----------------------------------------------------------------------
     @staticmethod
@@ -234,12 +235,11 @@ class WebhookConnector(HttpConnector):
             raw = await response.content.read(self.ERROR_EXCERPT_CHARS * 4)
         except TRANSPORT_ERRORS:
             return ""
-        text = raw.decode("utf-8", errors="replace")
-        return " ".join(text.split())[: self.ERROR_EXCERPT_CHARS]
+        return excerpt(raw, self.ERROR_EXCERPT_CHARS)
 
     @classmethod
-    def _classify(cls, status: int, excerpt: str, retry_after: float | None) -> ConnectorError:
-        reason = f"http_{status}: {excerpt}" if excerpt else f"http_{status}"
+    def _classify(cls, status: int, detail: str, retry_after: float | None) -> ConnectorError:
+        reason = f"http_{status}: {detail}" if detail else f"http_{status}"
         if status in cls.RETRYABLE_STATUSES or status >= 500:
             return RetryableError(reason, status=status, retry_after=retry_after)
         if 300 <= status < 400:
