@@ -56,17 +56,24 @@ def with_redis_retry(call: Callable[[], T], what: str, limit_s: float = REDIS_RE
             delay = min(delay * 2, 5.0)
 
 
+_stores: dict[tuple[str, float, int], ProfileStore] = {}
+
+
 def profile_store(settings: Settings) -> ProfileStore | None:
-    """The process's cached profile store (invalidated by pub/sub), when Redis is configured."""
+    """The process's one cached profile store (invalidated by pub/sub), shared by the steps
+    that read profiles; ``None`` without Redis."""
     if not settings.redis_url:
         return None
-    store = ProfileStore(
+    key = (
         settings.redis_url,
-        ttl_s=settings.profile_cache_ttl_seconds,
-        max_entries=settings.profile_cache_max_entries,
+        settings.profile_cache_ttl_seconds,
+        settings.profile_cache_max_entries,
     )
-    store.start_invalidation_listener()
-    return store
+    if key not in _stores:
+        store = ProfileStore(key[0], ttl_s=key[1], max_entries=key[2])
+        store.start_invalidation_listener()
+        _stores[key] = store
+    return _stores[key]
 
 
 class Enricher:
@@ -79,13 +86,6 @@ class Enricher:
         self.experiments = ExperimentBook.from_dict(orjson.loads(settings.experiments))
         self.policy = PreferencePolicy.from_config(settings.preference_policy)
         self.settings = settings
-        self._store: ProfileStore | None = None
-
-    @property
-    def store(self) -> ProfileStore | None:
-        if self._store is None:
-            self._store = profile_store(self.settings)
-        return self._store
 
     def __call__(self, notes: list[dict]) -> list[dict]:
         notes = [apply_experiments(note, self.experiments) for note in notes]
@@ -94,6 +94,9 @@ class Enricher:
         now_ms = time.time() * 1000
         for note in notes:
             profile = profiles.get((note["tenant_id"], note["user_id"]))
+            if profile is None and not self.policy.for_tenant(note["tenant_id"]).consent_required:
+                out.append(note)  # no opt-outs and no consent rule: nothing can be refused
+                continue
             if profile is not None:
                 note = merge_profile(note, profile)
             candidates = choose_channels(note)
@@ -111,7 +114,7 @@ class Enricher:
         return out
 
     def _profiles(self, notes: list[dict]) -> dict[tuple[str, str], dict | None]:
-        store = self.store
+        store = profile_store(self.settings)
         if store is None or not notes:
             return {}
         refs = [(n["tenant_id"], n["user_id"]) for n in notes]
@@ -136,7 +139,6 @@ class ReleaseRecheck:
     def __init__(self, settings: Settings) -> None:
         self.policy = PreferencePolicy.from_config(settings.preference_policy)
         self.settings = settings
-        self._store: ProfileStore | None = None
 
     def __call__(self, keyed: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
         held = [
@@ -144,11 +146,9 @@ class ReleaseRecheck:
             for index, (_key, item) in enumerate(keyed)
             if isinstance(item, Release) and item.channels and was_held(item.note)
         ]
-        if not held or not self.settings.redis_url:
+        store = profile_store(self.settings) if held else None
+        if store is None:
             return keyed
-        if self._store is None:
-            self._store = profile_store(self.settings)
-        store = self._store
         refs = [(r.note["tenant_id"], r.note["user_id"]) for _, r in held]
         profiles = with_redis_retry(lambda: store.get_many(refs), "profile recheck")
         out: list[tuple[str, Any] | None] = list(keyed)
@@ -174,7 +174,7 @@ class ProfileUpdater:
     one user's updates in order). A malformed update becomes a ``Rejection`` (DLQ)."""
 
     def __init__(self, settings: Settings) -> None:
-        self.enricher_settings = settings
+        self.settings = settings
         self._store: ProfileStore | None = None
 
     def __call__(self, records: list[Record | SourceError]) -> list[Rejection]:
@@ -220,8 +220,8 @@ class ProfileUpdater:
         return None
 
     def _get_store(self) -> ProfileStore | None:
-        s = self.enricher_settings
-        if self._store is None and s.redis_url:
+        s = self.settings
+        if self._store is None and s.redis_url:  # writes only: no cache, nothing to invalidate
             self._store = ProfileStore(s.redis_url, ttl_s=0)
         return self._store
 
