@@ -3,7 +3,9 @@
 Run: ``python -m bytewax.run "flows.analytics:build_flow()"`` as ONE process when ClickHouse
 is embedded (chDB locks its directory). Events that are not valid JSON objects go to the DLQ.
 
-Every valid event is written to ``delivery_events``. In parallel each source batch is
+Each source batch is parsed and checked as a whole into an Arrow table
+(``operators.event_table``; a batch with a bad record is decoded record by record), and every
+valid event is written to ``delivery_events``. In parallel each source batch is
 pre-aggregated per (minute, tenant) into figures per channel × provider × status, keyed by
 tenant and folded into tumbling one-minute windows on event time (``occurred_at``) whose
 watermark trails the tenant's newest event by the allowed lateness. A closed window becomes
@@ -20,6 +22,7 @@ from typing import Any
 import bytewax.operators as op
 import bytewax.operators.windowing as win
 import orjson
+import pyarrow as pa
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
@@ -31,7 +34,7 @@ from notiflow.kafka.source import KafkaRecordSource, Record, SourceError
 from notiflow.messages import OutMessage, rejection_message
 from notiflow.runtime import init_process
 from notiflow.settings import Settings, get_settings
-from operators import rollup
+from operators import event_table, rollup
 from operators.event_shape import event_problem
 from operators.parse import KIND_INVALID, KIND_SOURCE_ERROR, Rejection
 
@@ -56,18 +59,23 @@ def decode_event(record: Record | SourceError) -> tuple[str, dict[str, Any]] | R
     )
 
 
-def decode_batch(records: list[Record | SourceError]) -> list[list[dict[str, Any]] | Rejection]:
-    """A source batch → its valid events as one list (first), then a ``Rejection`` per bad
-    record. Events travel in lists so the per-item cost of later steps is paid per batch."""
+def decode_batch(records: list[Record | SourceError]) -> list[pa.Table | Rejection]:
+    """A source batch → its valid events as one table (first), then a ``Rejection`` per bad
+    record. Arrow parses and checks the whole batch at once; a batch it refuses is decoded
+    record by record, which names the bad ones (``decode_event``)."""
+    if all(isinstance(record, Record) for record in records):
+        table = event_table.parse([record.value or b"" for record in records])
+        if table is not None:
+            return [table]
     events: list[dict[str, Any]] = []
-    rejections: list[list[dict[str, Any]] | Rejection] = []
+    rejections: list[pa.Table | Rejection] = []
     for record in records:
         item = decode_event(record)
         if isinstance(item, Rejection):
             rejections.append(item)
         else:
             events.append(item[1])
-    return [events, *rejections] if events else rejections
+    return [event_table.from_dicts(events), *rejections] if events else rejections
 
 
 def _setting(settings: Settings, name: str, default: Any) -> Any:
@@ -104,14 +112,17 @@ def build_flow(
     records = op.input(
         "events",
         flow,
-        # small polls interleave the partitions finely in event time: a backlog replay then
-        # stays within the allowed lateness instead of making whole batches late
+        # polls of a few thousand: parsed as one table each, yet small enough to interleave
+        # the partitions finely in event time, so a backlog replay stays within the allowed
+        # lateness instead of making whole batches late
         source
-        or KafkaRecordSource(s.kafka_config(), s.events_topic, "earliest", s.source_batch_size),
+        or KafkaRecordSource(
+            s.kafka_config(), s.events_topic, "earliest", s.analytics_source_batch_size
+        ),
     )  # Record | SourceError
-    decoded = op.flat_map_batch("decode", records, decode_batch)  # [event dict] | Rejection
-    split = op.branch("split_invalid", decoded, lambda item: isinstance(item, list))
-    events = split.trues  # [event dict, ...]: one list per source batch
+    decoded = op.flat_map_batch("decode", records, decode_batch)  # event table | Rejection
+    split = op.branch("split_invalid", decoded, lambda item: isinstance(item, pa.Table))
+    events = split.trues  # one table of events per source batch
     partials = op.flat_map("pre_aggregate", events, rollup.stage)
     # Partial: one per (minute, tenant) per source batch, figures per dims
     windows = win.fold_window(
@@ -126,13 +137,13 @@ def build_flow(
     )  # down: (tenant, (window id, {Dims: Aggregate})); late: (tenant, (window id, Partial))
     closed = op.flat_map("closed_rows", windows.down, lambda kv: rollup.closed_rows(*kv[1]))
     late = op.map("late_partials", windows.late, lambda kv: kv[1][1])  # Partial
-    writes = op.merge("writes", events, closed, late)  # [event dict] | RollupRow | Partial
+    writes = op.merge("writes", events, closed, late)  # event table | RollupRow | Partial
     batches = op.collect(
         "batch",
         op.key_on("one_writer", writes, lambda _: WRITER_KEY),
         timeout=timedelta(seconds=s.analytics_flush_seconds),
-        # items are mostly event lists of up to source_batch_size events each
-        max_size=max(1, s.analytics_batch_size // s.source_batch_size),
+        # items are mostly event tables of up to source_batch_size events each
+        max_size=max(1, s.analytics_batch_size // s.analytics_source_batch_size),
     )  # (WRITER_KEY, [write, ...])
     op.output(
         "clickhouse_out",

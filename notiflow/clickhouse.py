@@ -16,19 +16,18 @@ import fcntl
 import logging
 import re
 from collections.abc import Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse, urlunparse
 
 import clickhouse_connect
 import pyarrow as pa
-import pyarrow.compute as pc
 from clickhouse_connect.driver.binding import quote_identifier
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ProgrammingError
 
 from notiflow.settings import Settings
+from operators import event_table
 
 logger = logging.getLogger(__name__)
 
@@ -55,41 +54,6 @@ LOCKED_HINT = (
     "the analytics process holds the embedded ClickHouse; stop `notiflow run` or set CLICKHOUSE_URL"
 )
 
-_STRING_FIELDS = (
-    "event_id",
-    "notification_id",
-    "tenant_id",
-    "user_id",
-    "status",
-    "channel",
-    "provider",
-    "category",
-    "priority",
-    "reason",
-    "campaign_id",
-    "variant",
-    "strategy",
-    "provider_message_id",
-)
-_TIME_FIELDS = ("requested_at", "occurred_at")
-# Wire shape of a DeliveryEvent; arrow converts a list of dicts to this struct in C++.
-_WIRE_TEXT = pa.struct(
-    [
-        ("schema_version", pa.int64()),
-        *((name, pa.string()) for name in _STRING_FIELDS),
-        ("attempt", pa.int64()),
-        ("latency_ms", pa.float64()),
-        ("cost_usd", pa.float64()),
-        ("segments", pa.int64()),
-        *((name, pa.string()) for name in _TIME_FIELDS),
-    ]
-)
-_WIRE_DATETIME = pa.struct(
-    [
-        pa.field(name, pa.timestamp("us", tz="UTC")) if name in _TIME_FIELDS else field
-        for name, field in zip(_WIRE_TEXT.names, _WIRE_TEXT.fields, strict=True)
-    ]
-)
 # null_as_default: a null (absent) field takes the column default ('' for strings).
 # optimize_on_insert=0: skip deduplicating inside each block (~30% faster); FINAL does it.
 INSERT_SETTINGS: dict[str, Any] = {"input_format_null_as_default": 1, "optimize_on_insert": 0}
@@ -268,34 +232,25 @@ def apply_retention(
 
 
 def events_to_arrow(events: Sequence[dict[str, Any]]) -> pa.Table:
-    """Column-oriented Arrow table of wire DeliveryEvent dicts (columns of ``delivery_events``).
-
-    Times may be ISO-8601 strings (the wire) or aware datetimes. Absent values stay null;
-    the insert turns them into column defaults (see :data:`INSERT_SETTINGS`).
-    """
-    first_time = events[0].get("requested_at") if events else None
-    struct = _WIRE_DATETIME if isinstance(first_time, datetime) else _WIRE_TEXT
-    batch = pa.RecordBatch.from_struct_array(pa.array(events, type=struct))
-    columns = dict(zip(batch.schema.names, batch.columns, strict=True))
-    for name in _TIME_FIELDS:
-        micros = pc.cast(columns[name], pa.timestamp("us", tz="UTC"))
-        columns[name] = pc.cast(micros, pa.timestamp("ms", tz="UTC"), safe=False)
-    return pa.table(columns)
+    """Column-oriented Arrow table of wire DeliveryEvent dicts (see ``operators.event_table``)."""
+    return event_table.from_dicts(events)
 
 
-def insert_events(client: Client, database: str, events: Sequence[dict[str, Any]]) -> int:
-    """Insert wire DeliveryEvent dicts in one column-oriented (Arrow) insert; return the count.
+def insert_events(
+    client: Client, database: str, events: Sequence[dict[str, Any]] | pa.Table
+) -> int:
+    """Insert DeliveryEvents (wire dicts, or a table of ``operators.event_table``) in one
+    column-oriented (Arrow) insert; return the count.
 
     Blocks until ClickHouse has written the batch; nothing is retried here. A malformed
     event raises ``pyarrow.ArrowInvalid``/``ArrowTypeError`` before anything is written. A
     replayed event (same ``event_id``) is stored again but counted once by readers (``FINAL``).
     """
-    if not events:
+    table = events if isinstance(events, pa.Table) else events_to_arrow(events)
+    if not table.num_rows:
         return 0
-    client.insert_arrow(
-        EVENTS_TABLE, events_to_arrow(events), database=database, settings=INSERT_SETTINGS
-    )
-    return len(events)
+    client.insert_arrow(EVENTS_TABLE, table, database=database, settings=INSERT_SETTINGS)
+    return table.num_rows
 
 
 def count_by_status(client: Client, database: str) -> dict[str, int]:

@@ -16,10 +16,13 @@ the writer can record them and merge them into the stored rows (see
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from operators.event_table import STORED_TIME
 
 WINDOW = timedelta(minutes=1)
 #: Windows are aligned to the Unix epoch, so they start on whole minutes (UTC).
@@ -59,19 +62,57 @@ class Aggregate(NamedTuple):
 Groups = dict[Dims, Aggregate]
 
 
-@dataclass(frozen=True, slots=True)
 class Partial:
     """One source batch's events of one tenant in one window, pre-aggregated per dims.
 
-    ``events`` are the wire dicts themselves (references, not copies): only the late path
-    reads them.
+    :attr:`events` (its rows of the batch) are only read on the late path, so a partial
+    keeps a reference to the whole batch table and selects its rows when asked; pickled,
+    it carries just its own rows.
     """
 
-    window_start: datetime
-    tenant_id: str
-    groups: Groups
-    max_occurred_at: datetime
-    events: tuple[dict[str, Any], ...]
+    __slots__ = ("_batch", "groups", "max_occurred_at", "tenant_id", "window_start")
+
+    def __init__(
+        self,
+        window_start: datetime,
+        tenant_id: str,
+        groups: Groups,
+        max_occurred_at: datetime,
+        batch: pa.Table,
+    ) -> None:
+        self.window_start = window_start
+        self.tenant_id = tenant_id
+        self.groups = groups
+        self.max_occurred_at = max_occurred_at
+        self._batch = batch
+
+    @property
+    def events(self) -> pa.Table:
+        """This partial's events (columns of ``operators.event_table``)."""
+        batch, start = self._batch, pa.scalar(self.window_start, STORED_TIME)
+        occurred = batch.column("occurred_at")
+        mask = pc.and_(
+            pc.equal(batch.column("tenant_id"), self.tenant_id),
+            pc.and_(
+                pc.greater_equal(occurred, start),
+                pc.less(occurred, pa.scalar(self.window_start + WINDOW, STORED_TIME)),
+            ),
+        )
+        return batch.filter(mask)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Partial, (*self._key(), self.events))
+
+    def _key(self) -> tuple[datetime, str, Groups, datetime]:
+        return (self.window_start, self.tenant_id, self.groups, self.max_occurred_at)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Partial) and self._key() == other._key()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Partial({self.window_start.isoformat()}, {self.tenant_id!r}, {self.groups!r})"
 
 
 class RollupRow(NamedTuple):
@@ -88,10 +129,6 @@ def window_start(moment: datetime) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)
 
 
-def _time(value: str | datetime) -> datetime:
-    return value if isinstance(value, datetime) else datetime.fromisoformat(value)
-
-
 def dims_of(event: dict[str, Any]) -> Dims:
     """The rollup dims of a wire event."""
     return Dims(
@@ -99,46 +136,70 @@ def dims_of(event: dict[str, Any]) -> Dims:
     )
 
 
-def stage(events: Iterable[dict[str, Any]]) -> list[Partial]:
-    """Pre-aggregate a batch of shape-checked wire events: one partial per (window, tenant),
-    earliest window first (so a batch never makes its own events late)."""
-    cells: dict[tuple[int, str, str, str, str], list[Any]] = {}
-    for event in events:
-        occurred = _time(event["occurred_at"])
-        key = (
-            int(occurred.timestamp() // _WINDOW_S),
-            event["tenant_id"],
-            event.get("channel") or "",
-            event.get("provider") or "",
-            event["status"],
-        )  # a plain tuple: building a NamedTuple per event costs more than the rest
-        cell = cells.get(key)
-        if cell is None:
-            # [events, latency_events, latency_sum, latency_max, cost, max_occurred, members]
-            cell = cells[key] = [0, 0, 0.0, 0.0, 0.0, occurred, []]
-        cell[0] += 1
-        latency = event.get("latency_ms")
-        if latency is not None:
-            cell[1] += 1
-            cell[2] += latency
-            if latency > cell[3]:
-                cell[3] = float(latency)
-        cost = event.get("cost_usd")
-        if cost is not None:
-            cell[4] += cost
-        if occurred > cell[5]:
-            cell[5] = occurred
-        cell[6].append(event)
+_GROUP_BY = ["minute", "tenant_id", "channel", "provider", "status"]
+_AGGREGATES = [
+    ([], "count_all"),
+    ("latency_ms", "count"),
+    ("latency_ms", "sum"),
+    ("latency_ms", "max"),
+    ("cost_usd", "sum"),
+    ("occurred_ms", "max"),
+]
+
+
+def stage(events: pa.Table) -> list[Partial]:
+    """Pre-aggregate a batch of checked events (``operators.event_table``): one partial per
+    (window, tenant), earliest window first (so a batch never makes its own events late).
+    Vectorised: the per-event work is Arrow's, in C++."""
+    if events.num_rows == 0:
+        return []
+    occurred = events.column("occurred_at")
+    millis = pc.cast(occurred, pa.int64())
+    keys = pa.table(
+        {
+            "minute": pc.floor(pc.divide(pc.cast(millis, pa.float64()), _WINDOW_S * 1000.0)),
+            "tenant_id": events.column("tenant_id"),
+            "channel": pc.fill_null(events.column("channel"), ""),
+            "provider": pc.fill_null(events.column("provider"), ""),
+            "status": events.column("status"),
+            "latency_ms": events.column("latency_ms"),
+            "cost_usd": events.column("cost_usd"),
+            "occurred_ms": millis,
+        }
+    )
+    cells = keys.group_by(_GROUP_BY, use_threads=False).aggregate(_AGGREGATES).to_pydict()
     partials: dict[tuple[int, str], list[Any]] = {}
-    for key, (count, lat_n, lat_sum, lat_max, cost, latest, members) in cells.items():
-        partial = partials.setdefault(key[:2], [{}, latest, []])
-        partial[0][Dims(*key[1:])] = Aggregate(count, lat_n, float(lat_sum), lat_max, float(cost))
-        partial[1] = max(partial[1], latest)
-        partial[2].extend(members)
+    columns = (cells[name] for name in _CELL_COLUMNS)
+    for minute, tenant, channel, provider, status, n, lat_n, lat_sum, lat_max, cost, latest in zip(
+        *columns, strict=True
+    ):
+        partial = partials.setdefault((int(minute), tenant), [{}, latest])
+        partial[0][Dims(tenant, channel, provider, status)] = Aggregate(
+            n, lat_n, float(lat_sum or 0.0), float(lat_max or 0.0), float(cost or 0.0)
+        )
+        if latest > partial[1]:
+            partial[1] = latest
     return [
-        Partial(datetime.fromtimestamp(minute * _WINDOW_S, UTC), tenant, groups, latest, tuple(m))
-        for (minute, tenant), (groups, latest, m) in sorted(partials.items())
+        Partial(
+            datetime.fromtimestamp(minute * _WINDOW_S, UTC),
+            tenant,
+            groups,
+            EPOCH + timedelta(milliseconds=latest),
+            events,
+        )
+        for (minute, tenant), (groups, latest) in sorted(partials.items())
     ]
+
+
+_CELL_COLUMNS = (
+    *_GROUP_BY,
+    "count_all",
+    "latency_ms_count",
+    "latency_ms_sum",
+    "latency_ms_max",
+    "cost_usd_sum",
+    "occurred_ms_max",
+)
 
 
 def partial_key(partial: Partial) -> str:

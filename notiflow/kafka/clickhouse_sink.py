@@ -3,7 +3,8 @@
 Each item is a list (``op.collect`` on a single key, so one partition writes everything in
 arrival order) mixing three kinds of write, applied by :class:`AnalyticsWriter`:
 
-- event dicts (or lists of them, one per source batch) → ``delivery_events``. A replayed
+- an Arrow table of events (one per source batch; see ``operators.event_table``), event
+  dicts or lists of them → ``delivery_events``. A replayed
   event has the same ``event_id`` and the ReplacingMergeTree keeps it once.
 - a :class:`~operators.rollup.RollupRow`, a window closed in the flow → ``delivery_rollup_1m``.
   The flow's figures are stored as they are the first time a (window, dims) key is written.
@@ -42,6 +43,7 @@ from clickhouse_connect.driver.client import Client
 
 from notiflow import clickhouse, metrics
 from notiflow.settings import Settings
+from operators.event_table import concat
 from operators.rollup import WINDOW, Dims, Partial, RollupRow, dims_of
 
 logger = logging.getLogger(__name__)
@@ -53,7 +55,7 @@ DATA_ERRORS = (pa.ArrowException, TypeError, KeyError)
 #: Windows whose written keys are remembered (saves a lookup); two days of minutes.
 KNOWN_WINDOWS = 2 * 24 * 60
 
-Write = list[dict[str, Any]] | dict[str, Any] | RollupRow | Partial
+Write = pa.Table | list[dict[str, Any]] | dict[str, Any] | RollupRow | Partial
 Key = tuple[datetime, Dims]
 _KEYS = "{keys:Array(Tuple(DateTime('UTC'), String, String, String, String))}"
 _KEY_NAMES = "window_start tenant_id channel provider status"
@@ -154,11 +156,14 @@ class AnalyticsWriter:
 
     def write(self, items: Sequence[Write]) -> Written:
         """Write a batch; idempotent, so a failed batch is retried whole. May block."""
+        tables: list[pa.Table] = []
         events: list[dict[str, Any]] = []
         rows: list[RollupRow] = []
         late: list[Partial] = []
         for item in items:
-            if isinstance(item, list):
+            if isinstance(item, pa.Table):
+                tables.append(item)
+            elif isinstance(item, list):
                 events.extend(item)
             elif isinstance(item, dict):
                 events.append(item)
@@ -168,9 +173,14 @@ class AnalyticsWriter:
                 late.append(item)
             else:
                 raise TypeError(f"not an analytics write: {type(item).__name__}")
-        late_events = [event for partial in late for event in partial.events]
-        if events or late_events:
-            clickhouse.insert_events(self._client, self._database, events + late_events)
+        if events:
+            tables.append(clickhouse.events_to_arrow(events))
+        late_tables = [partial.events for partial in late]
+        late_events = sum(table.num_rows for table in late_tables)
+        raw = [table for table in tables + late_tables if table.num_rows]
+        inserted = 0
+        if raw:
+            inserted = clickhouse.insert_events(self._client, self._database, concat(raw))
         dirty: set[Key] = {(p.window_start, dims) for p in late for dims in p.groups}
         if late:
             self._insert_late(late)
@@ -184,7 +194,7 @@ class AnalyticsWriter:
             self._insert_rows(fresh)
         if dirty:
             self.recompute(dirty)
-        return Written(len(events), len(fresh), len(dirty), len(late_events))
+        return Written(inserted - late_events, len(fresh), len(dirty), late_events)
 
     def _next_version(self) -> int:
         self._version = max(self._clock(), self._version + 1)
@@ -230,13 +240,11 @@ class AnalyticsWriter:
                 partial.window_start,
                 *dims_of(event),
                 event["event_id"],
-                datetime.fromisoformat(event["occurred_at"])
-                if isinstance(event["occurred_at"], str)
-                else event["occurred_at"],
+                event["occurred_at"],
                 detected,
             ]
             for partial in late
-            for event in partial.events
+            for event in partial.events.to_pylist()
         ]
         self._client.insert(
             clickhouse.LATE_TABLE, data, column_names=_LATE_COLUMNS, database=self._database

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+from operators.event_table import from_dicts
 from operators.rollup import (
     EPOCH,
     WINDOW,
@@ -57,7 +58,7 @@ def test_stage_groups_by_minute_tenant_and_dims_with_exact_boundaries() -> None:
         event(5, "2026-11-20T12:00:30+02:00", channel=None, provider=None, status="accepted"),
         event(6, T + timedelta(seconds=1), tenant_id="globex"),
     ]
-    partials = stage(events)
+    partials = stage(from_dicts(events))
     assert [(p.window_start, p.tenant_id) for p in partials] == [
         (T, "acme"),
         (T, "globex"),
@@ -68,17 +69,19 @@ def test_stage_groups_by_minute_tenant_and_dims_with_exact_boundaries() -> None:
         EMAIL: Aggregate(3, 2, 30.0, 20.0, 0.75),
         Dims("acme", "", "", "accepted"): Aggregate(1, 0, 0.0, 0.0, 0.0),
     }
-    assert sorted(e["event_id"] for e in first.events) == ["e1", "e3", "e4", "e5"]
+    assert sorted(first.events.column("event_id").to_pylist()) == ["e1", "e3", "e4", "e5"]
     assert first.max_occurred_at == T + timedelta(seconds=59, milliseconds=999)
     assert partials[2].groups == {EMAIL: Aggregate(1, 1, 30.0, 30.0, 0.0)}
     assert partial_key(partials[1]) == "globex"
     assert partial_time(partials[2]) == T + WINDOW
     assert dims_of(events[4]) == Dims("acme", "", "", "accepted")
-    assert stage([]) == []
+    assert stage(from_dicts([])) == []
 
 
 def test_fold_merge_and_closed_rows() -> None:
-    (partial,) = stage([event(1, T, latency_ms=5.0, cost_usd=1.0), event(2, T, latency_ms=7.0)])
+    (partial,) = stage(
+        from_dicts([event(1, T, latency_ms=5.0, cost_usd=1.0), event(2, T, latency_ms=7.0)])
+    )
     state = fold(fold({}, partial), partial)
     assert state == {EMAIL: Aggregate(4, 4, 24.0, 7.0, 2.0)}
     other = {

@@ -40,6 +40,7 @@ from notiflow.kafka.clickhouse_sink import AnalyticsWriter, Written, backfill_ro
 from notiflow.netutil import free_port
 from notiflow.report import INDEX_HTML
 from notiflow.settings import Settings
+from operators.event_table import from_dicts
 from operators.rollup import EPOCH, WINDOW, closed_rows, fold, stage, window_start
 from tests.analytics import test_outage as outage
 from tests.analytics import test_queries as hand_counted
@@ -212,7 +213,7 @@ def write_sequence(client: Client, database: str) -> tuple[list[Written], Any, i
     ch.migrate(client, database)
     events = [event(n, n * 7.0, tenant_id=("acme", "globex")[n % 2]) for n in range(20)]
     groups: dict[datetime, dict] = {}
-    for partial in stage(events):
+    for partial in stage(from_dicts(events)):
         fold(groups.setdefault(partial.window_start, {}), partial)
     rows = [
         row
@@ -220,7 +221,7 @@ def write_sequence(client: Client, database: str) -> tuple[list[Written], Any, i
         for row in closed_rows((start - EPOCH) // WINDOW, g)
     ]
     writer = AnalyticsWriter(client, database)
-    late = stage([event(99, 3.0, latency_ms=500.0)])  # into the first, written window
+    late = stage(from_dicts([event(99, 3.0, latency_ms=500.0)]))  # into the first, written window
     results = [writer.write([events, *rows]), writer.write(late)]
     replay = AnalyticsWriter(client, database)
     results.append(replay.write([events, *rows]))
