@@ -92,3 +92,9 @@ PROFILE_ROUND_TRIPS = Counter(
 PROFILE_UPDATES = Counter(
     "notiflow_profile_updates_total", "Profile updates applied from Kafka, by outcome", ["outcome"]
 )
+GC_PAUSE = Histogram(
+    "notiflow_gc_pause_seconds",
+    "Python cyclic garbage collections, by generation: each pauses the worker",
+    ["generation"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+)

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import faulthandler
 import gc
+import logging
 import os
 import signal
+import sys
+import time
 
+from notiflow import metrics
 from notiflow.logs import configure_logging
 from notiflow.ops import serve_ops
 from notiflow.settings import Settings
 
+logger = logging.getLogger(__name__)
+
+SLOW_COLLECTION_S = 0.05
 _initialised = False
 
 
@@ -21,11 +28,24 @@ def init_process(flow: str, settings: Settings) -> None:
     if _initialised:
         return
     _initialised = True
-    process = int(os.environ.get("BYTEWAX_PROCESS_ID", "0"))
+    process = process_index()
     configure_logging(settings.log_level, settings.log_format.value, flow=flow, process=process)
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 PID`: dump stacks
     serve_ops(settings.metrics_host, settings.metrics_port, flow=flow, process=process)
     tune_gc(settings.gc_gen0_threshold)
+
+
+def process_index() -> int:
+    """This process's index among the flow's processes (``bytewax.run -i``), 0 when alone.
+
+    The launchers (``notiflow run``, the benchmarks) set ``BYTEWAX_PROCESS_ID`` beside
+    ``-i``; a hand-written ``-i N`` on the command line is read too."""
+    value = os.environ.get("BYTEWAX_PROCESS_ID")
+    if value is None:
+        for flag in ("-i", "--process-id"):
+            if flag in sys.argv[:-1]:
+                value = sys.argv[sys.argv.index(flag) + 1]
+    return int(value) if value else 0
 
 
 def tune_gc(gen0_threshold: int) -> None:
@@ -34,6 +54,26 @@ def tune_gc(gen0_threshold: int) -> None:
     (per-user state) that each full collection walks, a pause in the latency tail. Objects
     alive at start-up (modules, config) are frozen out of collection."""
     gc.freeze()
+    if _time_collections not in gc.callbacks:
+        gc.callbacks.append(_time_collections)
     if gen0_threshold > 0:
         _gen0, gen1, gen2 = gc.get_threshold()
         gc.set_threshold(gen0_threshold, gen1, gen2)
+
+
+_collection_started = 0.0
+
+
+def _time_collections(phase: str, info: dict) -> None:
+    """Export each collection's pause (``notiflow_gc_pause_seconds``)."""
+    global _collection_started
+    if phase == "start":
+        _collection_started = time.perf_counter()
+        return
+    pause = time.perf_counter() - _collection_started
+    metrics.child(metrics.GC_PAUSE, str(info["generation"])).observe(pause)
+    if pause > SLOW_COLLECTION_S:
+        logger.warning(
+            "slow garbage collection",
+            extra={"generation": info["generation"], "pause_ms": round(pause * 1000, 1)},
+        )

@@ -1,0 +1,46 @@
+"""Per-process start-up: which process this is, and garbage-collection pauses measured."""
+
+from __future__ import annotations
+
+import gc
+import sys
+
+import pytest
+
+from notiflow import metrics
+from notiflow.kafka.sink import keyed_local, local_part
+from notiflow.runtime import process_index, tune_gc
+
+
+def test_process_index_from_the_environment_or_the_command_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("BYTEWAX_PROCESS_ID", raising=False)
+    monkeypatch.setattr(sys, "argv", ["bytewax.run", "flows.orchestrate:build_flow()"])
+    assert process_index() == 0 and local_part() == "0000"
+    monkeypatch.setattr(sys, "argv", ["bytewax.run", "f:flow", "-i", "3", "-a", "x;y;z;w"])
+    assert process_index() == 3
+    monkeypatch.setattr(sys, "argv", ["bytewax.run", "f:flow", "--process-id", "12"])
+    assert process_index() == 12 and local_part() == "0012"  # ordered as text, as numbers
+    monkeypatch.setenv("BYTEWAX_PROCESS_ID", "1")
+    assert process_index() == 1
+    assert keyed_local(["a", "b"]) == [("0001", "a"), ("0001", "b")]
+
+
+def test_collections_are_timed_per_generation() -> None:
+    before = gc.get_threshold()
+    try:
+        tune_gc(0)
+        tune_gc(0)  # idempotent: one callback
+        assert sum(cb.__name__ == "_time_collections" for cb in gc.callbacks) == 1
+        seen = _observations("2")
+        gc.collect()
+        assert _observations("2") == seen + 1
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
+
+
+def _observations(generation: str) -> float:
+    histogram = metrics.child(metrics.GC_PAUSE, generation)
+    return sum(bucket.get() for bucket in histogram._buckets)
