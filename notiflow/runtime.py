@@ -52,7 +52,8 @@ def tune_gc(gen0_threshold: int) -> None:
     """Fewer, cheaper garbage collections: the flows allocate many short-lived dicts (a
     collection every 700 allocations by default) while holding a large, long-lived heap
     (per-user state) that each full collection walks, a pause in the latency tail. Objects
-    alive at start-up (modules, config) are frozen out of collection."""
+    alive at start-up (modules, config) are frozen out of collection. Every collection's
+    pause is exported (``notiflow_gc_pause_seconds``) and a slow one logged."""
     gc.freeze()
     if _time_collections not in gc.callbacks:
         gc.callbacks.append(_time_collections)
