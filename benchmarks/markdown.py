@@ -152,15 +152,20 @@ def render(report: dict[str, Any]) -> str:
                 v["p95"],
                 v["p99"],
                 v["max"],
+                _pct(v.get("machine_busy_pct")),
+                _cpu_split(v.get("cpu_pct", {}), v["flow"]),
             ]
             for k, v in head["latency"].items()
         ]
         header = ["scenario", "offered/s", "for s", "overloaded", "sent", "p50", "p95", "p99"]
-        lines += _table([*header, "max"], rows)
+        lines += _table([*header, "max", "machine busy", "CPU: flow / broker / rest"], rows)
         lines += [
             "Overloaded: the flow fell more than 2 s of offered load behind, so production "
             "stopped at the next block; the percentiles then measure the queue. Notifications "
-            "held on purpose (scheduled, quiet hours, deferred, digests) are left out.",
+            "held on purpose (scheduled, quiet hours, deferred, digests) are left out. "
+            "Machine busy: every core, every process (100 % = all cores); the CPU split is in "
+            "% of one core, for the flow processes, the broker and the rest (stubs, load "
+            "generator): on a small machine they compete for the same cores.",
             "",
         ]
     for r in report["scenarios"]:
@@ -211,3 +216,15 @@ def render(report: dict[str, Any]) -> str:
     else:
         lines += [f"All {sum(len(r['checks']) for r in report['scenarios'])} checks passed.", ""]
     return "\n".join(lines)
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{value:.0f}%"
+
+
+def _cpu_split(cpu: dict[str, float], flow: str) -> str:
+    """Flow processes / broker / everything else, in % of one core."""
+    flows = sum(v for name, v in cpu.items() if name.startswith(flow))
+    broker = cpu.get("broker", 0.0)
+    rest = sum(cpu.values()) - flows - broker
+    return f"{flows:.0f} / {broker:.0f} / {rest:.0f}"

@@ -70,6 +70,39 @@ class ProcWatch:
         }
 
 
+def machine_ticks() -> tuple[int, int]:
+    """(busy, total) CPU ticks of the whole machine so far, all cores (``/proc/stat``)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except OSError:
+        return 0, 0
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    total = sum(fields[:8])  # guest time is already in user
+    return total - idle, total
+
+
+@dataclass
+class MachineWatch:
+    """Share of the whole machine's CPU (every core, every process) busy over a window: on
+    a small machine the broker, the stubs and the load generator compete with the flow."""
+
+    start_ticks: tuple[int, int] = (0, 0)
+    end_ticks: tuple[int, int] = (0, 0)
+
+    def start(self) -> None:
+        self.start_ticks = machine_ticks()
+
+    def stop(self) -> None:
+        self.end_ticks = machine_ticks()
+
+    @property
+    def busy_pct(self) -> float | None:
+        total = self.end_ticks[1] - self.start_ticks[1]
+        busy = self.end_ticks[0] - self.start_ticks[0]
+        return round(100 * busy / total, 1) if total > 0 else None
+
+
 def machine() -> dict[str, object]:
     """What the figures were measured on."""
     model = "unknown"

@@ -153,6 +153,8 @@ def headline(results: list[dict], processes: list[int]) -> dict[str, Any]:
                     "achieved": phase["producer"].get("rate"),
                     "overloaded": phase.get("overloaded", False),
                     "offered_s": round(phase["records"] / phase["offered_rate"], 1),
+                    "machine_busy_pct": phase.get("machine_busy_pct"),
+                    "cpu_pct": {p["name"]: p["cpu_pct"] for p in phase["processes"]},
                     **phase["latency_ms"],
                 }
     ratio = max(out["ratio"].values(), default=None)

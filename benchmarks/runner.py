@@ -25,7 +25,7 @@ from benchmarks import stages
 from benchmarks.cluster import FlowCluster, flow_env
 from benchmarks.monitor import Feed, Poll
 from benchmarks.outcomes import rates, verify
-from benchmarks.procstat import ProcWatch, scrape, total
+from benchmarks.procstat import MachineWatch, ProcWatch, scrape, total
 from benchmarks.producer import produce
 from benchmarks.scenario import Scenario, ScenarioFailed
 from benchmarks.stubs import StubProcess
@@ -145,6 +145,8 @@ class Bench:
                 started = time.time()
                 producer = threading.Thread(target=feed.run, daemon=True)
                 producer.start()
+            busy = MachineWatch()
+            busy.start()
             for w in watches:
                 w.start()
             # CPU is read from here: scale the records to what was left to do at this point
@@ -154,6 +156,7 @@ class Bench:
             ended = poll.until(feed.reached if producer else lambda done, t=target: done >= t)
             for w in watches:
                 w.stop()
+            busy.stop()
             if producer is not None:
                 producer.join()
                 if feed.error is not None:
@@ -176,6 +179,7 @@ class Bench:
                     "wall_s": round(wall, 3),
                     "cpu_records": round(expect.records * left),
                     "processes": [w.as_dict(wall) for w in watches],
+                    "machine_busy_pct": busy.busy_pct,
                 }
             )
         return out

@@ -18,6 +18,7 @@ from notiflow.settings import Settings
 logger = logging.getLogger(__name__)
 
 SLOW_COLLECTION_S = 0.05
+TERMINATE_FLUSH_S = 10.0
 _initialised = False
 
 
@@ -31,8 +32,19 @@ def init_process(flow: str, settings: Settings) -> None:
     process = process_index()
     configure_logging(settings.log_level, settings.log_format.value, flow=flow, process=process)
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 PID`: dump stacks
+    signal.signal(signal.SIGTERM, _terminate)
     serve_ops(settings.metrics_host, settings.metrics_port, flow=flow, process=process)
     tune_gc(settings.gc_gen0_threshold)
+
+
+def _terminate(signum: int, _frame: object) -> None:
+    """SIGTERM: deliver what the Kafka producers still hold, then die of the signal as
+    before (Bytewax has no graceful stop for it; a restart resumes from the last epoch)."""
+    from notiflow.kafka.sink import flush_all  # here: the sink imports this module
+
+    flush_all(TERMINATE_FLUSH_S)
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
 
 
 def process_index() -> int:
