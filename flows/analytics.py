@@ -29,7 +29,7 @@ from bytewax.outputs import Sink
 
 from notiflow import clickhouse
 from notiflow.kafka.clickhouse_sink import DEFAULT_MAX_RETRY_S, ClickHouseSink, backfill_rollups
-from notiflow.kafka.sink import KafkaProducerSink, keyed_local
+from notiflow.kafka.sink import KafkaProducerSink
 from notiflow.kafka.source import KafkaRecordSource, Record, SourceError
 from notiflow.messages import OutMessage, rejection_message
 from notiflow.runtime import init_process
@@ -150,9 +150,9 @@ def build_flow(
         op.map("drop_key", batches, lambda kv: kv[1]),
         ClickHouseSink(s, _setting(s, "analytics_max_retry_seconds", DEFAULT_MAX_RETRY_S)),
     )
-    dead = op.map("encode_rejections", split.falses, rejection_message)
-    if dlq is None:
-        dead = op.flat_map_batch("local_dead_letters", dead, keyed_local)
-        dlq = KafkaProducerSink(s.kafka_config(), s.dlq_topic, s.producer_linger_ms)
-    op.output("dlq_out", dead, dlq)
+    op.output(
+        "dlq_out",
+        op.map("encode_rejections", split.falses, rejection_message),
+        dlq or KafkaProducerSink(s.kafka_config(), s.dlq_topic, s.producer_linger_ms),
+    )
     return flow

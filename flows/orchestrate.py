@@ -29,7 +29,7 @@ from flows.steps import (
     encode_rejection,
     rejection_event,
 )
-from notiflow.kafka.sink import KafkaProducerSink, keyed_local
+from notiflow.kafka.sink import KafkaProducerSink
 from notiflow.kafka.source import KafkaRecordSource
 from notiflow.runtime import init_process
 from notiflow.segments import segment_fetchers
@@ -69,7 +69,13 @@ def build_flow(settings: Settings | None = None) -> Dataflow:
     records = op.input(
         "requests",
         flow,
-        KafkaRecordSource(kafka, s.requests_topic, s.start_offset.value, s.source_batch_size),
+        KafkaRecordSource(
+            kafka,
+            s.requests_topic,
+            s.start_offset.value,
+            s.source_batch_size,
+            linger_ms=s.source_linger_ms,
+        ),
     )  # Record | SourceError
     parsed = op.flat_map_batch("parse", records, Parser(s))
     # notification dict | Campaign | Rejection
@@ -124,9 +130,7 @@ def build_flow(settings: Settings | None = None) -> Dataflow:
     )
     op.output(
         "events_out",
-        op.flat_map_batch(
-            "local_events", op.flat_map_batch("encode_events", events, encode_events), keyed_local
-        ),
+        op.flat_map_batch("encode_events", events, encode_events),
         KafkaProducerSink(kafka, s.events_topic, s.producer_linger_ms),
     )
     dead = op.merge(
@@ -146,9 +150,5 @@ def build_flow(settings: Settings | None = None) -> Dataflow:
         dead = op.merge(
             "dead_letters", dead, op.map("encode_bad_updates", bad_updates, encode_rejection)
         )
-    op.output(
-        "dlq_out",
-        op.flat_map_batch("local_dead_letters", dead, keyed_local),
-        KafkaProducerSink(kafka, s.dlq_topic, s.producer_linger_ms),
-    )
+    op.output("dlq_out", dead, KafkaProducerSink(kafka, s.dlq_topic, s.producer_linger_ms))
     return flow

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import faulthandler
 import gc
 import logging
@@ -18,7 +19,6 @@ from notiflow.settings import Settings
 logger = logging.getLogger(__name__)
 
 SLOW_COLLECTION_S = 0.05
-TERMINATE_FLUSH_S = 10.0
 _initialised = False
 
 
@@ -32,19 +32,8 @@ def init_process(flow: str, settings: Settings) -> None:
     process = process_index()
     configure_logging(settings.log_level, settings.log_format.value, flow=flow, process=process)
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 PID`: dump stacks
-    signal.signal(signal.SIGTERM, _terminate)
     serve_ops(settings.metrics_host, settings.metrics_port, flow=flow, process=process)
     tune_gc(settings.gc_gen0_threshold)
-
-
-def _terminate(signum: int, _frame: object) -> None:
-    """SIGTERM: deliver what the Kafka producers still hold, then die of the signal as
-    before (Bytewax has no graceful stop for it; a restart resumes from the last epoch)."""
-    from notiflow.kafka.sink import flush_all  # here: the sink imports this module
-
-    flush_all(TERMINATE_FLUSH_S)
-    signal.signal(signum, signal.SIG_DFL)
-    os.kill(os.getpid(), signum)
 
 
 def process_index() -> int:
@@ -69,12 +58,18 @@ def tune_gc(gen0_threshold: int) -> None:
     gc.freeze()
     if _time_collections not in gc.callbacks:
         gc.callbacks.append(_time_collections)
+        atexit.register(_stop_timing)  # the last collections run after logging has closed
     if gen0_threshold > 0:
         _gen0, gen1, gen2 = gc.get_threshold()
         gc.set_threshold(gen0_threshold, gen1, gen2)
 
 
 _collection_started = 0.0
+
+
+def _stop_timing() -> None:
+    if _time_collections in gc.callbacks:
+        gc.callbacks.remove(_time_collections)
 
 
 def _time_collections(phase: str, info: dict) -> None:

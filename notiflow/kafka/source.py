@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, Message, TopicPartition
 from confluent_kafka import KafkaError as ConfluentKafkaError
 
 from notiflow import metrics
@@ -74,15 +74,39 @@ class _PartitionReader(StatefulSourcePartition[Record | SourceError, int]):
         self._lag_gauge = metrics.CONSUMER_LAG.labels(topic=topic, partition=str(partition))
         self.skip_before_ms: int | None = None  # records older than this are skipped
         self.accept: HeaderFilter | None = None  # records whose headers it refuses are skipped
+        self.linger_s = 0.0  # hold a partial poll this long for more (0: never)
+        self._held: list[Message] = []
+        self._release_at = 0.0
 
     def next_batch(self) -> list[Record | SourceError]:
-        messages = self._consumer.consume(self._batch_size, 0)
+        messages = self._consumer.consume(self._batch_size - len(self._held), 0)
+        if self.linger_s and (self._held or messages):
+            messages = self._linger(messages)
+            if messages is None:
+                return []
         if not messages:
             now = datetime.now(UTC)
             self._awake_at = max(now + IDLE_WAIT, self._hold_until or now)
             self._report_lag()
             return []
         self._awake_at = None
+        return self._records(messages)
+
+    def _linger(self, messages: list[Message]) -> list[Message] | None:
+        """Hold a partial poll up to ``linger_s`` (from its first message) for more: fewer,
+        larger batches at moderate rates. ``None`` while holding; offsets advance only when
+        the held messages are released, so a snapshot taken meanwhile re-reads them."""
+        now = time.monotonic()
+        if not self._held:
+            self._release_at = now + self.linger_s
+        self._held += messages
+        if len(self._held) < self._batch_size and now < self._release_at:
+            self._awake_at = datetime.now(UTC) + timedelta(seconds=self._release_at - now)
+            return None
+        held, self._held = self._held, []
+        return held
+
+    def _records(self, messages: list[Message]) -> list[Record | SourceError]:
         batch: list[Record | SourceError] = []
         topic, partition = self._topic, self._partition
         skip_before_ms, accept = self.skip_before_ms, self.accept
@@ -191,6 +215,7 @@ class KafkaRecordSource(FixedPartitionedSource[Record | SourceError, int]):
     :param start_offset: ``"earliest"`` or ``"latest"`` for parts with no resume state.
     :param accept: optional predicate on a record's headers; records it refuses are skipped
         before they become items (their offsets still advance).
+    :param linger_ms: hold a partial poll up to this long for more records (0: never).
     """
 
     def __init__(
@@ -200,8 +225,10 @@ class KafkaRecordSource(FixedPartitionedSource[Record | SourceError, int]):
         start_offset: str = "earliest",
         batch_size: int = 1000,
         accept: HeaderFilter | None = None,
+        linger_ms: float = 0.0,
     ) -> None:
         self._config = dict(config)
+        self._linger_s = linger_ms / 1000
         self._topic = topic
         self._start = OFFSET_BEGINNING if start_offset == "earliest" else OFFSET_END
         self._batch_size = batch_size
@@ -222,6 +249,7 @@ class KafkaRecordSource(FixedPartitionedSource[Record | SourceError, int]):
         offset = self._start if resume_state is None else resume_state
         reader = _PartitionReader(config, self._topic, int(for_part), offset, self._batch_size)
         reader.accept = self._accept
+        reader.linger_s = self._linger_s
         if resume_state is None and self._start == OFFSET_END:
             # "latest" also by time: some brokers (Tansu) answer ListOffsets with a wrong end,
             # which would replay the whole topic; records from before this start are skipped.

@@ -60,3 +60,39 @@ def test_latest_start_offset_skips_existing_records(kafka_config, topic_prefix):
     produce_all(kafka_config, topic, [(None, b"new")])
     assert [r.value for r in _read(part, 1)] == [b"new"]
     part.close()
+
+
+def test_linger_holds_a_partial_poll_without_advancing_the_snapshot(kafka_config, topic_prefix):
+    topic = f"{topic_prefix}linger"
+    ensure_topics(kafka_config, [topic], partitions=1)
+    produce_all(kafka_config, topic, [(None, b"%d" % i) for i in range(3)])
+    source = KafkaRecordSource(kafka_config, topic, batch_size=10, linger_ms=300)
+    part = source.build_part("in", "0", None)
+    start = part.snapshot()  # the "earliest" sentinel until a record is released
+    held_from = time.monotonic()
+    deadline = held_from + 10
+    while not part._held and time.monotonic() < deadline:  # the broker's first fetch
+        assert part.next_batch() == []
+        held_from = time.monotonic()
+    assert part.next_awake() is not None  # asleep until the linger ends, not spinning
+    assert part.snapshot() == start  # nothing released: a snapshot now re-reads what is held
+    got = _read(part, 3)
+    assert time.monotonic() - held_from >= 0.25  # released after the linger, not before
+    assert [r.value for r in got] == [b"0", b"1", b"2"] and part.snapshot() == 3
+    part.close()
+
+
+def test_linger_releases_a_full_batch_at_once(kafka_config, topic_prefix):
+    topic = f"{topic_prefix}linger_full"
+    ensure_topics(kafka_config, [topic], partitions=1)
+    produce_all(kafka_config, topic, [(None, b"%d" % i) for i in range(20)])
+    part = KafkaRecordSource(kafka_config, topic, batch_size=5, linger_ms=60_000).build_part(
+        "in", "0", None
+    )
+    batches = []
+    deadline = time.monotonic() + 10
+    while sum(map(len, batches)) < 20 and time.monotonic() < deadline:
+        if batch := part.next_batch():
+            batches.append(batch)
+    assert [len(b) for b in batches] == [5, 5, 5, 5]  # full batches never wait for the linger
+    part.close()
