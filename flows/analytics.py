@@ -142,7 +142,7 @@ def build_flow(
         "batch",
         op.key_on("one_writer", writes, lambda _: WRITER_KEY),
         timeout=timedelta(seconds=s.analytics_flush_seconds),
-        # items are mostly event tables of up to source_batch_size events each
+        # items are mostly event tables of up to analytics_source_batch_size events each
         max_size=max(1, s.analytics_batch_size // s.analytics_source_batch_size),
     )  # (WRITER_KEY, [write, ...])
     op.output(
