@@ -63,8 +63,9 @@ def decode_batch(records: list[Record | SourceError]) -> list[pa.Table | Rejecti
     """A source batch → its valid events as one table (first), then a ``Rejection`` per bad
     record. Arrow parses and checks the whole batch at once; a batch it refuses is decoded
     record by record, which names the bad ones (``decode_event``)."""
-    if all(isinstance(record, Record) for record in records):
-        table = event_table.parse([record.value or b"" for record in records])
+    values = [record.value or b"" for record in records if type(record) is Record]
+    if len(values) == len(records):  # no source errors: Arrow may take the whole batch
+        table = event_table.parse(values)
         if table is not None:
             return [table]
     events: list[dict[str, Any]] = []

@@ -16,6 +16,7 @@ the writer can record them and merge them into the stored rows (see
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -62,6 +63,7 @@ class Aggregate(NamedTuple):
 Groups = dict[Dims, Aggregate]
 
 
+@dataclass(frozen=True, slots=True)
 class Partial:
     """One source batch's events of one tenant in one window, pre-aggregated per dims.
 
@@ -70,49 +72,28 @@ class Partial:
     it carries just its own rows.
     """
 
-    __slots__ = ("_batch", "groups", "max_occurred_at", "tenant_id", "window_start")
-
-    def __init__(
-        self,
-        window_start: datetime,
-        tenant_id: str,
-        groups: Groups,
-        max_occurred_at: datetime,
-        batch: pa.Table,
-    ) -> None:
-        self.window_start = window_start
-        self.tenant_id = tenant_id
-        self.groups = groups
-        self.max_occurred_at = max_occurred_at
-        self._batch = batch
+    window_start: datetime
+    tenant_id: str
+    groups: Groups
+    max_occurred_at: datetime
+    batch: pa.Table = field(compare=False, repr=False)
 
     @property
     def events(self) -> pa.Table:
         """This partial's events (columns of ``operators.event_table``)."""
-        batch, start = self._batch, pa.scalar(self.window_start, STORED_TIME)
-        occurred = batch.column("occurred_at")
+        occurred = self.batch.column("occurred_at")
         mask = pc.and_(
-            pc.equal(batch.column("tenant_id"), self.tenant_id),
+            pc.equal(self.batch.column("tenant_id"), self.tenant_id),
             pc.and_(
-                pc.greater_equal(occurred, start),
+                pc.greater_equal(occurred, pa.scalar(self.window_start, STORED_TIME)),
                 pc.less(occurred, pa.scalar(self.window_start + WINDOW, STORED_TIME)),
             ),
         )
-        return batch.filter(mask)
+        return self.batch.filter(mask)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (Partial, (*self._key(), self.events))
-
-    def _key(self) -> tuple[datetime, str, Groups, datetime]:
-        return (self.window_start, self.tenant_id, self.groups, self.max_occurred_at)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Partial) and self._key() == other._key()
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return f"Partial({self.window_start.isoformat()}, {self.tenant_id!r}, {self.groups!r})"
+        fields = (self.window_start, self.tenant_id, self.groups, self.max_occurred_at)
+        return (Partial, (*fields, self.events))
 
 
 class RollupRow(NamedTuple):

@@ -175,7 +175,7 @@ class AnalyticsWriter:
                 raise TypeError(f"not an analytics write: {type(item).__name__}")
         if events:
             tables.append(clickhouse.events_to_arrow(events))
-        late_tables = [partial.events for partial in late]
+        late_tables = [partial.events for partial in late]  # each selected once
         late_events = sum(table.num_rows for table in late_tables)
         raw = [table for table in tables + late_tables if table.num_rows]
         inserted = 0
@@ -183,7 +183,7 @@ class AnalyticsWriter:
             inserted = clickhouse.insert_events(self._client, self._database, concat(raw))
         dirty: set[Key] = {(p.window_start, dims) for p in late for dims in p.groups}
         if late:
-            self._insert_late(late)
+            self._insert_late(list(zip(late, late_tables, strict=True)))
         fresh: list[RollupRow] = []
         if rows:
             keys = Tally((row.window_start, row.dims) for row in rows)
@@ -233,7 +233,7 @@ class AnalyticsWriter:
         )
         self._remember([(row.window_start, row.dims) for row in rows])
 
-    def _insert_late(self, late: Sequence[Partial]) -> None:
+    def _insert_late(self, late: Sequence[tuple[Partial, pa.Table]]) -> None:
         detected = datetime.now(UTC)
         data = [
             [
@@ -243,8 +243,8 @@ class AnalyticsWriter:
                 event["occurred_at"],
                 detected,
             ]
-            for partial in late
-            for event in partial.events.to_pylist()
+            for partial, events in late
+            for event in events.to_pylist()
         ]
         self._client.insert(
             clickhouse.LATE_TABLE, data, column_names=_LATE_COLUMNS, database=self._database
