@@ -64,102 +64,108 @@ def test_per_user_decisions_through_the_engine(engine_env, smtp, redis_url, monk
     settings = Settings()
     kafka = {"bootstrap.servers": engine_env["KAFKA_BOOTSTRAP_SERVERS"]}
     RedisSegments(redis_url).add("acme", "beta-testers", [f"seg-{i}" for i in range(300)])
-    now = datetime.now(UTC)
-    quiet = f"{(now - timedelta(hours=1)):%H:%M}-{(now + timedelta(hours=2)):%H:%M}"
-    audience = [{"user_id": f"camp-{i}", "email": f"camp-{i}@example.test"} for i in range(2500)]
-    records = [
-        # content dedup: same dedup_key twice, same body twice
-        request("c1", "u-content", dedup_key="order-1"),
-        request("c2", "u-content", dedup_key="order-1"),
-        request("c3", "u-content2"),
-        (
-            b"acme/u-content2",
-            orjson.dumps(
-                {
-                    **orjson.loads(request("c4", "u-content2")[1]),
-                    "id": "c4b",
-                    "content": orjson.loads(request("c3", "u-content2")[1])["content"],
-                }
+
+    def workload(now: datetime) -> list[tuple[bytes, bytes]]:
+        """The records; times are relative to ``now``, taken once the engine runs."""
+        quiet = f"{(now - timedelta(hours=1)):%H:%M}-{(now + timedelta(hours=2)):%H:%M}"
+        audience = [
+            {"user_id": f"camp-{i}", "email": f"camp-{i}@example.test"} for i in range(2500)
+        ]
+        return [
+            # content dedup: same dedup_key twice, same body twice
+            request("c1", "u-content", dedup_key="order-1"),
+            request("c2", "u-content", dedup_key="order-1"),
+            request("c3", "u-content2"),
+            (
+                b"acme/u-content2",
+                orjson.dumps(
+                    {
+                        **orjson.loads(request("c4", "u-content2")[1]),
+                        "id": "c4b",
+                        "content": orjson.loads(request("c3", "u-content2")[1])["content"],
+                    }
+                ),
             ),
-        ),
-        # caps: 5 'capped' emails for one user -> 3 sent, 2 rate_limited
-        *[
-            request(
-                f"cap{i}",
-                "u-cap",
-                category="capped",
-                content={"email": {"subject": "s", "body": f"cap {i}"}},
-            )
-            for i in range(5)
-        ],
-        # defer: 2 'deferred' emails, cap 1 per 3 s -> second deferred then sent
-        *[
-            request(
-                f"def{i}",
-                "u-defer",
-                category="deferred",
-                content={"email": {"subject": "s", "body": f"def {i}"}},
-            )
-            for i in range(2)
-        ],
-        # schedule: sent 3 s from now; expiry: scheduled past its ttl
-        request("sched", "u-sched", send_at=iso(now + timedelta(seconds=3))),
-        request("stale", "u-stale", send_at=iso(now + timedelta(seconds=2)), ttl_s=1),
-        # quiet hours: held, not sent
-        (
-            b"acme/u-quiet",
-            orjson.dumps(
-                {
-                    "id": "quiet",
-                    "tenant_id": "acme",
-                    "recipient": {
-                        "user_id": "u-quiet",
-                        "email": "q@example.test",
-                        "timezone": "UTC",
-                        "quiet_hours": quiet,
-                    },
-                    "content": {"email": {"body": "shh"}},
-                }
+            # caps: 5 'capped' emails for one user -> 3 sent, 2 rate_limited
+            *[
+                request(
+                    f"cap{i}",
+                    "u-cap",
+                    category="capped",
+                    content={"email": {"subject": "s", "body": f"cap {i}"}},
+                )
+                for i in range(5)
+            ],
+            # defer: 2 'deferred' emails, cap 1 per 3 s -> second deferred then sent
+            *[
+                request(
+                    f"def{i}",
+                    "u-defer",
+                    category="deferred",
+                    content={"email": {"subject": "s", "body": f"def {i}"}},
+                )
+                for i in range(2)
+            ],
+            # schedule: sent 3 s from now; expiry: scheduled past its ttl
+            request("sched", "u-sched", send_at=iso(now + timedelta(seconds=3))),
+            request("stale", "u-stale", send_at=iso(now + timedelta(seconds=2)), ttl_s=1),
+            # quiet hours: held, not sent
+            (
+                b"acme/u-quiet",
+                orjson.dumps(
+                    {
+                        "id": "quiet",
+                        "tenant_id": "acme",
+                        "recipient": {
+                            "user_id": "u-quiet",
+                            "email": "q@example.test",
+                            "timezone": "UTC",
+                            "quiet_hours": quiet,
+                        },
+                        "content": {"email": {"body": "shh"}},
+                    }
+                ),
             ),
-        ),
-        # digest: 4 items in a 2-second window -> one email listing them
-        *[
-            request(
-                f"dig{i}",
-                "u-digest",
-                digest={"key": "comments", "window_s": 2},
-                content={"email": {"subject": f"comment {i}", "body": "x"}},
-            )
-            for i in range(4)
-        ],
-        # campaigns: explicit audience with addresses, and a Redis segment (no addresses yet)
-        (
-            None,
-            orjson.dumps(
-                {
-                    "campaign_id": "spring",
-                    "tenant_id": "acme",
-                    "audience": {"user_ids": audience},
-                    "channels": ["email"],
-                    "content": {"email": {"subject": "Spring", "body": "Hi $user_id"}},
-                }
+            # digest: 4 items in a 2-second window -> one email listing them
+            *[
+                request(
+                    f"dig{i}",
+                    "u-digest",
+                    digest={"key": "comments", "window_s": 2},
+                    content={"email": {"subject": f"comment {i}", "body": "x"}},
+                )
+                for i in range(4)
+            ],
+            # campaigns: explicit audience with addresses, and a Redis segment (no addresses yet)
+            (
+                None,
+                orjson.dumps(
+                    {
+                        "campaign_id": "spring",
+                        "tenant_id": "acme",
+                        "audience": {"user_ids": audience},
+                        "channels": ["email"],
+                        "content": {"email": {"subject": "Spring", "body": "Hi $user_id"}},
+                    }
+                ),
             ),
-        ),
-        (
-            None,
-            orjson.dumps(
-                {
-                    "campaign_id": "beta",
-                    "tenant_id": "acme",
-                    "audience": {"segment": "beta-testers"},
-                    "channels": ["email"],
-                    "template": "welcome",
-                    "data": {"name": "tester"},
-                }
+            (
+                None,
+                orjson.dumps(
+                    {
+                        "campaign_id": "beta",
+                        "tenant_id": "acme",
+                        "audience": {"segment": "beta-testers"},
+                        "channels": ["email"],
+                        "template": "welcome",
+                        "data": {"name": "tester"},
+                    }
+                ),
             ),
-        ),
-    ]
+        ]
+
     with Engine(settings) as engine:
+        records = workload(datetime.now(UTC))  # a slow start-up must not eat the 3 s
         produce_all(kafka, settings.requests_topic, records)
         events = TopicReader(kafka, settings.events_topic)
         deadline = time.monotonic() + 120
