@@ -34,7 +34,8 @@ class UserLogic(StatefulLogic):
     """One user's decisions: the ``UserPipeline`` (may it go, when) feeding the
     ``StrategyEngine`` (on which channels, in which order). Items are notification dicts or
     delivery events read back from the events topic (they have an ``event_id``). Emits event
-    dicts and ``Release``s."""
+    dicts and ``Release``s. With ``keep_snapshots`` off (recovery off: Bytewax discards them)
+    the per-epoch snapshot is ``None`` instead of the pickled state."""
 
     def __init__(
         self,
@@ -42,8 +43,11 @@ class UserLogic(StatefulLogic):
         strategy: StrategyEngine,
         snapshot: bytes | None,
         clock: Clock = time.time,
+        *,
+        keep_snapshots: bool = True,
     ):
         self.pipeline = pipeline
+        self.keep_snapshots = keep_snapshots
         self.strategy = strategy
         self.clock = clock
         restored = _restore(snapshot)
@@ -74,7 +78,9 @@ class UserLogic(StatefulLogic):
         present = [d for d in dues if d is not None]
         return _at(min(present)) if present else None
 
-    def snapshot(self) -> bytes:
+    def snapshot(self) -> bytes | None:
+        if not self.keep_snapshots:
+            return None
         strategy = None if self.strategy_state.is_empty() else self.strategy_state
         return pickle.dumps((self.state, strategy), protocol=pickle.HIGHEST_PROTOCOL)
 

@@ -31,7 +31,7 @@ from flows.steps import (
 )
 from notiflow.kafka.sink import KafkaProducerSink
 from notiflow.kafka.source import KafkaRecordSource
-from notiflow.runtime import init_process
+from notiflow.runtime import init_process, snapshots_discarded
 from notiflow.segments import segment_fetchers
 from notiflow.settings import Settings, StartOffset, get_settings
 from operators.campaign import CampaignSplitter
@@ -110,7 +110,12 @@ def build_flow(settings: Settings | None = None) -> Dataflow:
             keyed,
             op.flat_map("feedback_events", feedback, feedback_event),
         )  # (tenant/user, notification dict | event dict)
-    decided = op.stateful("user_pipeline", keyed, lambda snap: UserLogic(pipeline, strategy, snap))
+    keep = not snapshots_discarded(s)  # no pickling of user state that nobody stores
+    decided = op.stateful(
+        "user_pipeline",
+        keyed,
+        lambda snap: UserLogic(pipeline, strategy, snap, keep_snapshots=keep),
+    )
     if s.redis_url:  # preferences again for what was held: a later opt-out wins
         decided = op.flat_map_batch("recheck_preferences", decided, ReleaseRecheck(s))
     # (tenant/user, event dict | Release)

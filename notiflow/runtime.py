@@ -49,6 +49,25 @@ def process_index() -> int:
     return int(value) if value else 0
 
 
+def snapshots_discarded(settings: Settings) -> bool:
+    """True only when this process is a ``bytewax.run`` whose command line and environment
+    name no recovery directory and ``NOTIFLOW_RECOVERY_DIR`` is unset: Bytewax then still asks
+    every key touched in an epoch for a snapshot and throws it away, so a flow may skip
+    building it. Any other way of running (``cli_main`` or ``run_main`` from Python, whose
+    recovery configuration is not visible here) keeps the snapshots."""
+    if settings.recovery_dir is not None or os.environ.get("BYTEWAX_RECOVERY_DIRECTORY"):
+        return False
+    argv = sys.argv
+    if not argv or not argv[0].replace("\\", "/").endswith("bytewax/run.py"):
+        return False
+    return not any(_names_recovery(arg) for arg in argv[1:])
+
+
+def _names_recovery(arg: str) -> bool:
+    """``-r DIR``, ``-rDIR``, ``--recovery-directory[=DIR]``."""
+    return arg.startswith(("--recovery-directory", "-r"))
+
+
 def tune_gc(gen0_threshold: int) -> None:
     """Fewer, cheaper garbage collections: the flows allocate many short-lived dicts (a
     collection every 700 allocations by default) while holding a large, long-lived heap
