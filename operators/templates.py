@@ -28,6 +28,7 @@ raises a ``TemplateError`` subclass, never returns a half-rendered message.
 
 from __future__ import annotations
 
+import functools
 import html
 import logging
 import re
@@ -107,6 +108,9 @@ class ContentLimits:
     body_max_bytes: int = 64 * 1024  # webhook and in_app
 
 
+_RESOLVED_MAX = 10_000  # remembered lookups per index (locales come from user profiles)
+
+
 def normalize_locale(locale: str | None) -> str | None:
     """``pt_br.UTF-8`` → ``pt-BR``; None when not a usable BCP 47-ish tag."""
     if not locale:
@@ -121,6 +125,7 @@ def normalize_locale(locale: str | None) -> str | None:
     return "-".join(subtags)
 
 
+@functools.lru_cache(maxsize=4096)
 def locale_chain(locale: str | None, default: str = DEFAULT_LOCALE) -> tuple[str | None, ...]:
     """Locales to try: ``pt-BR`` → ``pt`` → the default's chain → None (locale-less)."""
     chain: list[str | None] = []
@@ -316,6 +321,17 @@ class _Loader(jinja2.BaseLoader):
         return found
 
 
+class _Index(dict):
+    """``(name, channel, locale, part)`` → relative path, and the ``resolve`` answers made
+    from it (``(name, channel, locale)`` → part → path)."""
+
+    __slots__ = ("resolved",)
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.resolved: dict[tuple[str, str, str | None], dict[str, str]] = {}
+
+
 class TemplateStore:
     """Templates from ``directory`` (default: built-in), optionally shadowed per tenant by Redis.
 
@@ -347,7 +363,10 @@ class TemplateStore:
         self.env.globals.pop("lipsum", None)
         self.env.globals["range"] = _limited_range
         self._files: dict[str, Path] | None = None
-        self._indexes: dict[str, dict[tuple[str, str, str | None, str], str]] = {}
+        self._indexes: dict[str, _Index] = {}
+        #: Compiled templates by loader name, with their globals flattened to one dict: Jinja
+        #: otherwise merges a ChainMap of globals into every render's context.
+        self._ready: dict[str, tuple[jinja2.Template, dict[str, Any]]] = {}
         self._seen: dict[str, dict[str, str]] = {}
 
     def files(self) -> dict[str, Path]:
@@ -363,6 +382,7 @@ class TemplateStore:
             self._indexes.clear()
             self._seen.clear()
             self._loader.compiled.clear()
+            self._ready.clear()
         else:
             self._forget(tenant)
             self._seen.pop(tenant, None)
@@ -371,8 +391,9 @@ class TemplateStore:
 
     def _forget(self, tenant: str) -> None:
         self._indexes.pop(tenant, None)
-        for name in [n for n in list(self._loader.compiled) if n.startswith(tenant + _SEP)]:
-            del self._loader.compiled[name]
+        for cache in (self._loader.compiled, self._ready):
+            for name in [n for n in cache if n.startswith(tenant + _SEP)]:
+                del cache[name]
 
     def _prefix(self, tenant: str) -> str:
         """``tenant`` when it has Redis templates (refreshing them), else "" (directory only)."""
@@ -384,27 +405,35 @@ class TemplateStore:
             self._seen[tenant] = snapshot
         return tenant if snapshot else ""
 
-    def index(self, tenant: str = "") -> dict[tuple[str, str, str | None, str], str]:
+    def index(self, tenant: str = "") -> _Index:
         """``(name, channel, locale, part)`` → relative path, Redis shadowing the directory."""
         prefix = self._prefix(tenant)
         if prefix not in self._indexes:
             paths: Iterable[str] = self.files()
             if prefix and self.redis:
                 paths = [*paths, *self.redis.snapshot(prefix)]
-            self._indexes[prefix] = {key: p for p in paths if (key := parse_path(p))}
+            self._indexes[prefix] = _Index((key, p) for p in paths if (key := parse_path(p)))
         return self._indexes[prefix]
 
     def resolve(self, tenant: str, name: str, channel: str, locale: str | None) -> dict[str, str]:
-        """Part → relative path of the first variant in lookup order; raises TemplateMissing."""
+        """Part → relative path of the first variant in lookup order; raises TemplateMissing.
+        The answer is remembered with the index it came from (a new index, a new memo)."""
+        index = self.index(tenant)
+        found = index.resolved.get((name, channel, locale))
+        if found is not None:
+            return found
         chain = locale_chain(locale, self.default_locale)
         if _NAME.match(name) and ".." not in name:
-            index = self.index(tenant)
             for variant in (channel, ANY_CHANNEL):
                 for loc in chain:
                     if (name, variant, loc, "text") in index:
                         parts = PARTS.get(channel, DEFAULT_PARTS)
                         keys = {part: (name, variant, loc, part) for part in parts}
-                        return {part: index[key] for part, key in keys.items() if key in index}
+                        found = {part: index[key] for part, key in keys.items() if key in index}
+                        if len(index.resolved) >= _RESOLVED_MAX:
+                            index.resolved.clear()
+                        index.resolved[(name, channel, locale)] = found
+                        return found
         tried = ", ".join(loc or "(none)" for loc in chain)
         raise TemplateMissing(
             f"no template {name!r} for channel {channel!r} or {ANY_CHANNEL}; locales tried: {tried}"
@@ -414,9 +443,17 @@ class TemplateStore:
         """One template file rendered; raises TemplateRenderError naming it."""
         origin, out, size = path, [], 0
         try:
-            template = self.env.get_template(f"{self._prefix(tenant)}{_SEP}{path}")
+            template, flat_globals = self._compiled(f"{self._prefix(tenant)}{_SEP}{path}")
             origin = template.filename or path  # "redis:<tenant>:<path>" when from Redis
-            for chunk in template.generate(context):
+            # What Template.generate does, minus walking the globals' ChainMap per render.
+            ctx = self.env.context_class(
+                self.env,
+                {**flat_globals, **context},
+                template.name,
+                template.blocks,
+                globals=flat_globals,
+            )
+            for chunk in template.root_render_func(ctx):
                 size += len(chunk)
                 if size > self.max_output_chars:
                     raise SecurityError(f"output exceeds {self.max_output_chars} characters")
@@ -432,6 +469,13 @@ class TemplateStore:
             kind = type(error).__name__
             raise TemplateRenderError(f"template {origin}: {kind}: {error}") from None
         return "".join(out)
+
+    def _compiled(self, name: str) -> tuple[jinja2.Template, dict[str, Any]]:
+        ready = self._ready.get(name)
+        if ready is None:
+            template = self.env.get_template(name)
+            ready = self._ready[name] = (template, dict(template.globals))
+        return ready
 
     def render(self, note: Mapping[str, Any], channel: str) -> RenderedContent:
         """Every part of ``note``'s template for ``channel``, validated (all or nothing)."""

@@ -407,6 +407,21 @@ def test_redis_templates_shadow_the_directory_for_their_tenant(tmp_path, client)
     assert store.render(note(locale="pt"), "sms").text == "reloaded"
 
 
+def test_a_refreshed_index_resolves_anew(tmp_path, client):
+    """Lookups are remembered per index: a locale file added in Redis wins after the refresh."""
+    base = write(tmp_path, {"t/sms.text.j2": "base {{ name }}"})
+    client.hset(REDIS_KEY.format(tenant="acme"), "t/email.text.j2", "acme email")
+    clock = Clock()
+    store = TemplateStore(base, redis=RedisTemplates(client, refresh_s=10, clock=clock))
+    assert store.render(note(locale="pt"), "sms").text == "base Ada"
+    assert store.render(note(locale="pt"), "sms").text == "base Ada"  # remembered
+
+    client.hset(REDIS_KEY.format(tenant="acme"), "t/sms.pt.text.j2", "acme pt {{ name }}")
+    clock.now = 11
+    assert store.render(note(locale="pt"), "sms").text == "acme pt Ada"
+    assert store.render(note(locale="pt", tenant_id="other"), "sms").text == "base Ada"
+
+
 def test_redis_partials_override_per_tenant(tmp_path, client):
     files = {"t/sms.text.j2": "{% include '_p/sig.j2' %}", "_p/sig.j2": "base sig"}
     base = write(tmp_path, files)
