@@ -3,6 +3,8 @@
     python benchmarks/email_bench.py                       # all, default sizes
     python benchmarks/email_bench.py sendgrid --requests 5000 --concurrency 64
     python benchmarks/email_bench.py smtp --messages 3000 --pool 8
+    python benchmarks/email_bench.py smtp --no-pipelining    # the server offers no PIPELINING
+    python benchmarks/email_bench.py smtp --rtt-ms 10        # through a proxy adding 10 ms RTT
     python benchmarks/email_bench.py --quick                # smoke mode (small counts)
 
 HTTP providers (SendGrid, Mailgun): the connector's ``send_batch`` of N deliveries with
@@ -10,8 +12,11 @@ distinct content (so one request each) at concurrency C, and a bare aiohttp loop
 same bodies (built before the clock starts) at the same concurrency; the ratio is what the
 connector keeps of the bare client's throughput (target ≥ 0.8). SendGrid is also run with
 identical content, folded into 1,000-personalization requests. SMTP: ``SmtpConnector`` with a
-connection pool against aiosmtpd (target ≥ 1,000 msg/s). Best of ``--repeat`` runs; every run
-checks the server received what was sent.
+connection pool against aiosmtpd (target ≥ 1,000 msg/s), with the client's and the server's
+CPU per message; the server offers PIPELINING unless ``--no-pipelining``; ``--rtt-ms``
+puts a proxy in front of it that delays each direction by half that (a remote relay).
+Best of
+``--repeat`` runs; every run checks the server received what was sent.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import asyncio
 import multiprocessing
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -47,26 +53,74 @@ def _make_server(kind: str) -> SendGridApi | MailgunApi | SmtpCatcher:
         return SendGridApi(SG_KEY)
     if kind == "mailgun":
         return MailgunApi(MG_KEY, MG_DOMAIN)
-    return SmtpCatcher()
+    return SmtpCatcher(pipelining=kind != "smtp-sequential")
 
 
-def _serve(kind: str, conn: Connection) -> None:
-    """Child process: serve, send the port, answer ``count``/``clear`` until ``stop``."""
+class DelayProxy:
+    """TCP proxy on loopback delaying every chunk by ``delay_s`` each way, in order (a
+    network round trip of twice that), on its own event loop thread."""
+
+    def __init__(self, target_port: int, delay_s: float) -> None:
+        self.target_port, self.delay_s = target_port, delay_s
+        self.loop = asyncio.new_event_loop()
+        threading.Thread(target=self.loop.run_forever, daemon=True).start()
+        self.port = asyncio.run_coroutine_threadsafe(self._listen(), self.loop).result(5)
+
+    async def _listen(self) -> int:
+        server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        return server.sockets[0].getsockname()[1]
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Chunks are stamped when they arrive and written at stamp + delay, in order."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+
+        async def pump() -> None:
+            try:
+                while chunk := await reader.read(65536):
+                    queue.put_nowait((loop.time() + self.delay_s, chunk))
+            except OSError:
+                pass
+            queue.put_nowait((0.0, b""))
+
+        pumping = asyncio.create_task(pump())
+        try:
+            while (item := await queue.get())[1]:
+                await asyncio.sleep(max(0.0, item[0] - loop.time()))
+                writer.write(item[1])
+        finally:
+            pumping.cancel()
+            writer.close()
+
+
+def _serve(kind: str, conn: Connection, rtt_ms: float = 0.0) -> None:
+    """Child process: serve, send the port, answer ``count``/``clear``/``cpu`` (µs used so
+    far) until ``stop``."""
     with _make_server(kind) as server:
-        conn.send(server.port)
+        port = server.port
+        if rtt_ms > 0:
+            port = DelayProxy(port, rtt_ms / 2000).port
+        conn.send(port)
         while (command := conn.recv()) != "stop":
             if command == "clear":
                 server.clear()
+            if command == "cpu":
+                conn.send(int(time.process_time() * 1e6))
+                continue
             count = server.messages if isinstance(server, SendGridApi) else server.count
             conn.send(count if command == "count" else 0)
 
 
 @contextmanager
-def server_process(kind: str) -> Iterator[tuple[int, Callable[[str], int]]]:
+def server_process(kind: str, rtt_ms: float = 0.0) -> Iterator[tuple[int, Callable[[str], int]]]:
     """``(port, ask)`` for a stand-in in a child process; ``ask("count")`` / ``ask("clear")``."""
     context = multiprocessing.get_context("spawn")
     parent, child = context.Pipe()
-    process = context.Process(target=_serve, args=(kind, child), daemon=True)
+    process = context.Process(target=_serve, args=(kind, child, rtt_ms), daemon=True)
     process.start()
     try:
         if not parent.poll(SERVER_START_TIMEOUT_S):
@@ -195,21 +249,30 @@ def bench_http(kind: str, n: int, concurrency: int, repeat: int) -> float:
     return bare_s / conn_s
 
 
-def bench_smtp(n: int, pool: int, repeat: int) -> float:
-    with server_process("smtp") as (port, ask):
-        rates = []
+def bench_smtp(
+    n: int, pool: int, repeat: int, pipelining: bool = True, rtt_ms: float = 0.0
+) -> float:
+    kind = "smtp" if pipelining else "smtp-sequential"
+    with server_process(kind, rtt_ms) as (port, ask):
+        rates, client_cpu, server_cpu = [], [], []
         for _ in range(repeat):
             ask("clear")
             connector = SmtpConnector("127.0.0.1", port, pool_size=pool, local_hostname="bench")
-            elapsed = asyncio.run(
+            server_before = ask("cpu")
+            elapsed, cpu = _timed(
                 run_connector(connector, deliveries(n), pool * SMTP_CONCURRENCY_PER_CONNECTION)
             )
+            server_cpu.append((ask("cpu") - server_before) / n)
             if ask("count") != n:
                 raise RuntimeError(f"smtp: server saw {ask('count')} of {n} messages")
             rates.append(n / elapsed)
+            client_cpu.append(cpu / n * 1e6)
         print(
-            f"smtp: {n} messages, pool {pool}: best {max(rates):,.0f} msg/s "
-            f"(median {statistics.median(rates):,.0f}, {repeat} runs)"
+            f"smtp ({'pipelining' if pipelining else 'no pipelining'}, RTT {rtt_ms:g} ms): "
+            f"{n} messages, pool "
+            f"{pool}: best {max(rates):,.0f} msg/s (median {statistics.median(rates):,.0f}, "
+            f"{repeat} runs); CPU per message: client {statistics.median(client_cpu):.0f} µs, "
+            f"server {statistics.median(server_cpu):.0f} µs"
         )
     return max(rates)
 
@@ -223,6 +286,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--messages", type=int, default=3000, help="SMTP messages per run")
     parser.add_argument("--pool", type=int, default=8, help="SMTP connections")
     parser.add_argument("--repeat", type=int, default=3, help="runs; the best is reported")
+    parser.add_argument(
+        "--no-pipelining", action="store_true", help="SMTP server without PIPELINING"
+    )
+    parser.add_argument("--rtt-ms", type=float, default=0.0, help="SMTP round trip added")
     parser.add_argument("--quick", action="store_true", help="smoke mode: small counts, 1 run")
     args = parser.parse_args(argv)
     if args.quick:
@@ -231,7 +298,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.which in (kind, "all"):
             bench_http(kind, args.requests, args.concurrency, args.repeat)
     if args.which in ("smtp", "all"):
-        bench_smtp(args.messages, args.pool, args.repeat)
+        bench_smtp(
+            args.messages,
+            args.pool,
+            args.repeat,
+            pipelining=not args.no_pipelining,
+            rtt_ms=args.rtt_ms,
+        )
     return 0
 
 

@@ -1,9 +1,12 @@
-"""Email over SMTP through a small pool of persistent ``aiosmtplib`` connections.
+"""Email over SMTP through a small pool of persistent connections.
 
-Each send borrows one connection, runs MAIL/RCPT/DATA on it and gives it back; there is no
-NOOP before use. A pooled connection the server closed while idle is noticed at MAIL (before
-anything is committed) and replaced once, transparently. SMTP replies are classified by
-code: 4xx (and timeouts, resets) are retryable, 5xx are permanent.
+``aiosmtplib`` opens each connection (TLS, EHLO, STARTTLS, AUTH); transactions then run on a
+``Channel`` (``connectors.email.smtp_channel``), which pipelines MAIL/RCPT/DATA when the
+server offers PIPELINING (RFC 2920): two round trips per message instead of four. Each send
+borrows one connection and gives it back; there is no NOOP before use. A pooled connection
+the server closed while idle is noticed before the message is sent (at MAIL, or as a
+disconnect while the envelope is answered) and replaced once, transparently. SMTP replies
+are classified by code: 4xx (and timeouts, resets) are retryable, 5xx are permanent.
 
 Messages are written by ``connectors.email.mime`` (not the stdlib ``email`` package, ~15x
 slower) and MAIL/RCPT go out as raw commands (aiosmtplib's helpers re-parse each address).
@@ -12,7 +15,6 @@ slower) and MAIL/RCPT go out as raw commands (aiosmtplib's helpers re-parse each
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import email
 import email.policy
 import email.utils
@@ -37,6 +39,7 @@ from connectors.base import (
     SendResult,
 )
 from connectors.email import mime
+from connectors.email.smtp_channel import Channel
 
 if TYPE_CHECKING:
     from notiflow.settings import Settings
@@ -66,7 +69,7 @@ class SmtpConnector(Connector):
     DEFAULT_POOL_SIZE: ClassVar[int] = 8
     DEFAULT_TIMEOUT_S: ClassVar[float] = 15.0
     QUIT_TIMEOUT_S: ClassVar[float] = 2.0
-    #: A reused connection that fails at MAIL with one of these is replaced and MAIL retried.
+    #: A reused connection whose MAIL gets one of these is replaced and the envelope retried.
     STALE_CODES: ClassVar[frozenset[int]] = frozenset({421})
 
     def __init__(
@@ -112,7 +115,7 @@ class SmtpConnector(Connector):
         self.connections_opened = 0
         #: Pooled connections found closed by the server at MAIL and replaced.
         self.stale_reconnects = 0
-        self._idle: list[aiosmtplib.SMTP] = []
+        self._idle: list[Channel] = []
         self._slots = asyncio.Semaphore(pool_size)
         self._closed = False
 
@@ -141,33 +144,36 @@ class SmtpConnector(Connector):
         """QUIT idle connections; connections in use are closed when they are given back."""
         self._closed = True
         idle, self._idle = self._idle, []
-        await asyncio.gather(*(self._quit(client) for client in idle))
-
-    async def _quit(self, client: aiosmtplib.SMTP) -> None:
-        with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
-            await asyncio.wait_for(client.quit(), self.QUIT_TIMEOUT_S)
-        client.close()
+        await asyncio.gather(*(channel.quit(self.QUIT_TIMEOUT_S) for channel in idle))
 
     async def send(self, delivery: Delivery) -> SendResult:
         raw, message_id, recipient, utf8 = self.render(delivery)
         async with self._slots:
-            client = self._idle.pop() if self._idle else self._new_client()
+            channel = self._idle.pop() if self._idle else None
             healthy = False
             try:
-                reply = await self._transact(client, recipient, raw, utf8)
+                channel = await self._envelope(channel, recipient, len(raw), utf8)
+                try:
+                    reply = await channel.content(raw)
+                except aiosmtplib.SMTPResponseException as error:
+                    # 421 means the server is closing the channel.
+                    healthy = error.code != 421 and await channel.reset()
+                    raise
                 healthy = True
             except aiosmtplib.SMTPResponseException as error:
-                # 421 means the server is closing the channel (aiosmtplib only hangs up
-                # itself when 421 answers a plain command, not the end of DATA).
-                healthy = error.code != 421 and await self._reset(client)
                 raise self._translate(error) from error
-            except (aiosmtplib.SMTPException, OSError, TimeoutError) as error:
+            except (aiosmtplib.SMTPException, OSError, TimeoutError, ValueError) as error:
                 raise self._translate(error) from error
+            except _Refused as refused:
+                channel = refused.channel
+                healthy = refused.error.code != 421 and await channel.reset()
+                raise self._translate(refused.error) from refused.error
             finally:
-                if healthy and client.is_connected and not self._closed:
-                    self._idle.append(client)
-                else:
-                    client.close()
+                if channel is not None:
+                    if healthy and channel.is_open and not self._closed:
+                        self._idle.append(channel)
+                    else:
+                        channel.close()
         return SendResult(provider_message_id=message_id, detail={"smtp_reply": reply})
 
     def render(self, delivery: Delivery) -> Rendered:
@@ -217,58 +223,58 @@ class SmtpConnector(Connector):
             local_hostname=self.local_hostname,
         )
 
-    async def _connect(self, client: aiosmtplib.SMTP) -> None:
-        await client.connect()
-        self.connections_opened += 1
-        if client.is_ehlo_or_helo_needed:
-            await client.ehlo()
-
-    async def _transact(
-        self, client: aiosmtplib.SMTP, recipient: str, raw: bytes, utf8: bool
-    ) -> str:
-        """MAIL, RCPT, DATA on ``client``; returns the server's reply to DATA."""
-        reused = client.is_connected
-        if not reused:
-            await self._connect(client)
+    async def _connect(self) -> Channel:
+        """A new connection, set up by aiosmtplib (TLS, EHLO, STARTTLS, AUTH)."""
+        client = self._new_client()
         try:
-            await self._mail(client, len(raw), utf8)
+            await client.connect()
+            if client.is_ehlo_or_helo_needed:
+                await client.ehlo()
+        except BaseException:
+            client.close()
+            raise
+        self.connections_opened += 1
+        return Channel(client, self.timeout)
+
+    async def _envelope(
+        self, channel: Channel | None, recipient: str, size: int, utf8: bool
+    ) -> Channel:
+        """MAIL, RCPT, DATA on ``channel`` (or a new connection); returns the channel, now
+        waiting for the message. A refusal comes back as ``_Refused`` with the channel."""
+        reused = channel is not None and channel.is_open
+        if channel is not None and not reused:
+            channel.close()  # seen closed while idle: a fresh connection up front
+        if channel is None or not reused:
+            channel = await self._connect()
+        try:
+            await channel.envelope(self._sender_bytes, recipient, size, utf8)
+            return channel
         except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPSenderRefused) as error:
             stale = isinstance(error, aiosmtplib.SMTPServerDisconnected) or (
                 error.code in self.STALE_CODES
             )
             if not (reused and stale):
+                if isinstance(error, aiosmtplib.SMTPResponseException):
+                    raise _Refused(channel, error) from error
+                channel.close()
                 raise
-            log.debug("smtp: pooled connection to %s went stale, reconnecting", self.host)
-            self.stale_reconnects += 1
-            client.close()
-            await self._connect(client)
-            await self._mail(client, len(raw), utf8)
-        # aiosmtplib's mail()/rcpt() re-parse addresses with the stdlib (~60 µs each): the
-        # addresses were parsed once in render(), so the commands are sent as they are.
-        reply = await client.execute_command(b"RCPT", b"TO:<%s>" % recipient.encode())
-        if reply.code not in (250, 251):
-            raise aiosmtplib.SMTPRecipientRefused(reply.code, reply.message, recipient)
-        return (await client.data(raw)).message  # raises SMTPDataError unless 250
-
-    async def _mail(self, client: aiosmtplib.SMTP, size: int, utf8: bool) -> None:
-        options = [b"SIZE=%d" % size] if client.supports_extension("size") else []
-        if utf8:
-            if not client.supports_extension("smtputf8"):
-                raise aiosmtplib.SMTPNotSupported("non-ASCII address but no SMTPUTF8 support")
-            options.append(b"SMTPUTF8")
-        reply = await client.execute_command(b"MAIL", b"FROM:<%s>" % self._sender_bytes, *options)
-        if reply.code != 250:
-            raise aiosmtplib.SMTPSenderRefused(reply.code, reply.message, self.sender_address)
-
-    @staticmethod
-    async def _reset(client: aiosmtplib.SMTP) -> bool:
-        """RSET after a refused command so the connection can be reused; False if it can't."""
-        if not client.is_connected:
-            return False
+        except aiosmtplib.SMTPResponseException as error:
+            raise _Refused(channel, error) from error
+        except BaseException:
+            channel.close()
+            raise
+        log.debug("smtp: pooled connection to %s went stale, reconnecting", self.host)
+        self.stale_reconnects += 1
+        channel.close()
+        channel = await self._connect()
         try:
-            return (await client.rset()).code == 250
-        except (aiosmtplib.SMTPException, OSError, TimeoutError):
-            return False
+            await channel.envelope(self._sender_bytes, recipient, size, utf8)
+        except aiosmtplib.SMTPResponseException as error:
+            raise _Refused(channel, error) from error
+        except BaseException:
+            channel.close()
+            raise
+        return channel
 
     @staticmethod
     def _translate(error: Exception) -> ConnectorError:
@@ -317,3 +323,11 @@ class SmtpConnector(Connector):
 
     def __repr__(self) -> str:
         return f"SmtpConnector({self.host}:{self.port}, pool_size={self.pool_size})"
+
+
+class _Refused(Exception):
+    """A refused MAIL, RCPT or DATA, with the connection it happened on (to be reset)."""
+
+    def __init__(self, channel: Channel, error: aiosmtplib.SMTPResponseException) -> None:
+        super().__init__(str(error))
+        self.channel, self.error = channel, error

@@ -85,6 +85,8 @@ class SmtpCatcher:
 
     ``username``/``password`` turn on required AUTH (PLAIN/LOGIN); ``tls=True`` offers
     STARTTLS with a self-signed certificate made at start-up (clients must not validate it).
+    PIPELINING (RFC 2920) is offered unless ``pipelining=False``: aiosmtpd reads commands
+    in order from its stream, so pipelined ones are answered in order.
     """
 
     START_TIMEOUT_S = 5.0
@@ -101,12 +103,13 @@ class SmtpCatcher:
         password: str | None = None,
         tls: bool = False,
         idle_timeout: float = 300.0,
+        pipelining: bool = True,
     ) -> None:
         if (username is None) != (password is None):
             raise ValueError("give both username and password, or neither")
         self.host, self.port, self._requested_port = host, port or 0, port
         self.username, self.password = username, password
-        self.tls, self.idle_timeout = tls, idle_timeout
+        self.tls, self.idle_timeout, self.pipelining = tls, idle_timeout, pipelining
         self._controller: Controller | None = None
         self._tempdir: tempfile.TemporaryDirectory[str] | None = None
         self._cond = threading.Condition()
@@ -254,6 +257,8 @@ class SmtpCatcher:
     ) -> list[str]:
         self._count_connection(server)
         session.host_name = host
+        if self.pipelining:
+            responses.insert(len(responses) - 1, "250-PIPELINING")  # before "250 HELP"
         return responses
 
     async def handle_RCPT(

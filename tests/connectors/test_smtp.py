@@ -6,6 +6,7 @@ import asyncio
 import email
 import email.policy
 import socket
+from collections.abc import Iterator
 from email.message import EmailMessage
 from typing import cast
 
@@ -28,6 +29,13 @@ from notiflow.settings import Settings
 from tests.connectors.harness import Case, attempt, cases
 
 ADDRESS = "alice@example.org"
+
+
+@pytest.fixture(params=[True, False], ids=["pipelining", "sequential"])
+def smtp_catcher(request: pytest.FixtureRequest) -> Iterator[SmtpCatcher]:
+    """Every test against the catcher runs with and without PIPELINING offered."""
+    with SmtpCatcher(pipelining=request.param) as catcher:
+        yield catcher
 
 
 def connector_for(catcher: SmtpCatcher, **kwargs: object) -> SmtpConnector:
@@ -404,3 +412,78 @@ def test_mime_quotes_display_names_and_escapes_encoded_word_lookalikes() -> None
         mime.header("X-Long", "y" * 1200)
     with pytest.raises(ValueError):
         mime.parse_address("a@b.org>\r\nRCPT TO:<x@y.z")
+
+
+# --- pipelining (RFC 2920) -----------------------------------------------------------------
+class EnvelopeFirstServer:
+    """A scripted SMTP server offering PIPELINING that answers nothing of an envelope until
+    MAIL, RCPT and DATA have all arrived: a client waiting for each reply would time out."""
+
+    def __init__(self, rcpt_reply: bytes = b"250 ok") -> None:
+        self.rcpt_reply = rcpt_reply
+        self.envelopes: list[list[bytes]] = []
+        self.messages: list[bytes] = []
+        self.closed_without_message = 0
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 scripted ESMTP\r\n")
+        await reader.readline()  # EHLO
+        writer.write(b"250-scripted\r\n250-PIPELINING\r\n250 SIZE 1000000\r\n")
+        while True:
+            group: list[bytes] = []
+            while not group or group[-1] != b"DATA":
+                line = (await reader.readline()).rstrip()
+                if not line or line == b"QUIT":
+                    writer.close()
+                    return
+                group.append(line.split(b":")[0])
+            self.envelopes.append(group)
+            writer.write(b"250 ok\r\n" + self.rcpt_reply + b"\r\n354 go ahead\r\n")
+            try:
+                self.messages.append(await reader.readuntil(b"\r\n.\r\n"))
+            except asyncio.IncompleteReadError:
+                self.closed_without_message += 1
+                writer.close()
+                return
+            writer.write(b"250 queued\r\n")
+
+
+def test_envelope_is_pipelined_when_offered(make_delivery, run) -> None:
+    server = EnvelopeFirstServer()
+
+    async def scenario() -> list:
+        listener = await asyncio.start_server(server.handle, "127.0.0.1", 0)
+        port = listener.sockets[0].getsockname()[1]
+        connector = SmtpConnector("127.0.0.1", port, timeout=2, local_hostname="tests.local")
+        try:
+            return [await attempt(connector, make_delivery()) for _ in range(3)]
+        finally:
+            await connector.close()
+            listener.close()
+
+    outcomes = run(scenario())
+    assert all(isinstance(o, SendResult) for o in outcomes), outcomes
+    assert server.envelopes == [[b"MAIL FROM", b"RCPT TO", b"DATA"]] * 3
+    assert len(server.messages) == 3 and all(b"Subject:" in m for m in server.messages)
+
+
+def test_pipelined_refusal_sends_no_message_even_if_data_is_accepted(make_delivery, run) -> None:
+    """A server that (wrongly) answers 354 after refusing the recipient gets no message: the
+    connection is dropped rather than reset, and the refusal is reported."""
+    server = EnvelopeFirstServer(rcpt_reply=b"550 no such user")
+
+    async def scenario() -> object:
+        listener = await asyncio.start_server(server.handle, "127.0.0.1", 0)
+        port = listener.sockets[0].getsockname()[1]
+        connector = SmtpConnector("127.0.0.1", port, timeout=2, local_hostname="tests.local")
+        try:
+            outcome = await attempt(connector, make_delivery())
+            await asyncio.sleep(0.1)  # the server sees the hang-up
+            return outcome
+        finally:
+            await connector.close()
+            listener.close()
+
+    outcome = run(scenario())
+    assert isinstance(outcome, PermanentError) and outcome.status == 550
+    assert server.messages == [] and server.closed_without_message == 1
