@@ -268,9 +268,9 @@ def bench_smtp(
             rates.append(n / elapsed)
             client_cpu.append(cpu / n * 1e6)
         print(
-            f"smtp ({'pipelining' if pipelining else 'no pipelining'}, RTT {rtt_ms:g} ms): "
-            f"{n} messages, pool "
-            f"{pool}: best {max(rates):,.0f} msg/s (median {statistics.median(rates):,.0f}, "
+            f"smtp: {n} messages, pool {pool}, "
+            f"{'PIPELINING offered' if pipelining else 'no PIPELINING'}, RTT +{rtt_ms:g} ms: "
+            f"best {max(rates):,.0f} msg/s (median {statistics.median(rates):,.0f}, "
             f"{repeat} runs); CPU per message: client {statistics.median(client_cpu):.0f} µs, "
             f"server {statistics.median(server_cpu):.0f} µs"
         )

@@ -235,3 +235,7 @@ def test_email_bench_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([*args, "--repeat", "1"]) == 0
     out = capsys.readouterr().out
     assert "sendgrid: 30 sends" in out and "mailgun: 30 sends" in out and "smtp: 30" in out
+    assert "PIPELINING offered, RTT +0 ms" in out and "CPU per message" in out
+    smtp = ["smtp", "--messages", "10", "--pool", "2", "--repeat", "1", "--no-pipelining"]
+    assert main([*smtp, "--rtt-ms", "4"]) == 0
+    assert "smtp: 10 messages, pool 2, no PIPELINING, RTT +4 ms" in capsys.readouterr().out
