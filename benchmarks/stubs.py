@@ -4,11 +4,13 @@
 ``WebhookReceiver`` (signatures checked lazily, with the engine's default secret). The child
 is ``python -m benchmarks.stubs KIND``: it prints its port, then answers each ``count`` line
 on stdin with how many messages (SMTP) or 2xx requests (webhook) it has received, and exits
-at end of input.
+at end of input. ``NOTIFLOW_BENCH_SMTP_PIPELINING=0`` in the benchmark's environment makes
+the SMTP stub offer no PIPELINING (to measure what pipelining changes).
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from types import TracebackType
@@ -25,7 +27,10 @@ def serve(kind: str) -> None:
     from notiflow.settings import Settings
 
     secret = Settings.model_fields["webhook_secret"].default
-    server = SmtpCatcher() if kind == "smtp" else WebhookReceiver(secret=secret)
+    pipelining = os.environ.get("NOTIFLOW_BENCH_SMTP_PIPELINING", "1") != "0"
+    server = (
+        SmtpCatcher(pipelining=pipelining) if kind == "smtp" else WebhookReceiver(secret=secret)
+    )
     with server:
         print(server.port, flush=True)
         for line in sys.stdin:
