@@ -55,6 +55,8 @@ class UserLogic(StatefulLogic):
             restored = (restored, StrategyState())
         self.state, strategy_state = restored or (UserState(), None)
         self.strategy_state = strategy_state or StrategyState()
+        self._due: float | None = None  # the last notify_at, as epoch s and as a datetime
+        self._due_at: datetime | None = None
 
     def on_item(self, item: dict) -> tuple[list[dict | Release], bool]:
         now = self.clock()
@@ -74,9 +76,14 @@ class UserLogic(StatefulLogic):
         return [], self._empty()
 
     def notify_at(self) -> datetime | None:
-        dues = [self.pipeline.next_due(self.state), self.strategy.next_due(self.strategy_state)]
-        present = [d for d in dues if d is not None]
-        return _at(min(present)) if present else None
+        """Asked after every activation; the datetime is rebuilt only when the due time moved."""
+        due = self.pipeline.next_due(self.state)
+        strategy_due = self.strategy.next_due(self.strategy_state)
+        if strategy_due is not None and (due is None or strategy_due < due):
+            due = strategy_due
+        if due != self._due:
+            self._due, self._due_at = due, _at(due)
+        return self._due_at
 
     def snapshot(self) -> bytes | None:
         if not self.keep_snapshots:

@@ -230,6 +230,8 @@ class StrategyEngine:
 
     def next_due(self, state: StrategyState) -> float | None:
         """When ``on_due`` next has work (epoch s), from the state alone."""
+        if state.is_empty():
+            return None
         candidates = [p.deadline for p in state.pending.values()]
         candidates += [d.due for d in state.delayed]
         if state.engagement is not None:

@@ -141,15 +141,16 @@ class UserPipeline:
 
     def next_due(self, state: UserState) -> float | None:
         """When ``on_due`` next has work (epoch s), from the state alone."""
-        candidates = [
-            self.ids.next_expiry(state.ids),
+        due = self.ids.next_expiry(state.ids)  # called after every item: no lists built
+        for candidate in (
             self.content.next_expiry(state.content),
             self.limiter.next_expiry(state.rate),
             self.digests.next_due(state.digests),
-            min((h.due for h in state.held), default=None),
-        ]
-        present = [c for c in candidates if c is not None]
-        return min(present) if present else None
+            min(h.due for h in state.held) if state.held else None,
+        ):
+            if candidate is not None and (due is None or candidate < due):
+                due = candidate
+        return due
 
     # --- stages ------------------------------------------------------------------------------
     def _collect(self, state: UserState, note: dict, now: float) -> list[Output]:
