@@ -76,6 +76,15 @@ def profile_store(settings: Settings) -> ProfileStore | None:
     return _stores[key]
 
 
+def close_profile_stores() -> None:
+    """Stop the process's profile stores (their listeners) and forget them: for a process
+    that outlives its Redis, e.g. a test session that stops the server."""
+    stores = list(_stores.values())
+    _stores.clear()
+    for store in stores:
+        store.close()
+
+
 class Enricher:
     """Batch step on notification dicts: A/B assignment, profile merge (one Redis round trip
     per batch, cached), then preference filtering. Emits notes (with the eligible channels

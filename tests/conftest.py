@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from flows.enrich import close_profile_stores
 from notiflow.devservices import RedisServer
 from notiflow.devservices.smtp_catcher import SmtpCatcher
 from notiflow.devservices.webhook_receiver import WebhookReceiver
@@ -38,9 +39,12 @@ def topic_prefix() -> str:
 
 @pytest.fixture(scope="module")
 def redis_server() -> Iterator[RedisServer]:
-    """A real redis-server on a free loopback port, per test module."""
+    """A real redis-server on a free loopback port, per test module. The process-wide
+    profile stores the steps opened on it are closed before it stops (their listener threads
+    would otherwise keep reconnecting, and log, after the session)."""
     with RedisServer() as server:
         yield server
+        close_profile_stores()
 
 
 @pytest.fixture
