@@ -165,9 +165,13 @@ def test_per_user_decisions_through_the_engine(engine_env, smtp, redis_url, monk
         ]
 
     with Engine(settings) as engine:
-        records = workload(datetime.now(UTC))  # a slow start-up must not eat the 3 s
-        produce_all(kafka, settings.requests_topic, records)
         events = TopicReader(kafka, settings.events_topic)
+        # The time-relative records are built once the flow demonstrably consumes (a warm-up
+        # record has come out as its "rejected" event): a slow start-up must not eat the 3 s.
+        produce_all(kafka, settings.requests_topic, [(None, b"warm-up: not a request")])
+        assert events.wait_for(1, 90), "the engine never answered the warm-up record"
+        records = workload(datetime.now(UTC))
+        produce_all(kafka, settings.requests_topic, records)
         deadline = time.monotonic() + 120
         by_id: dict[str, list[dict]] = defaultdict(list)
         done = False
