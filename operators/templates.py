@@ -297,11 +297,13 @@ def _text(value: str | bytes) -> str:
 
 
 class _Loader(jinja2.BaseLoader):
-    """``tenant\\0path`` from the tenant's Redis copy, else the directory; caches compiled."""
+    """``tenant\\0path`` from the tenant's Redis copy, else the directory; caches compiled
+    templates by name, each with its globals flattened once into a dict (Jinja otherwise
+    merges a ``ChainMap`` of globals into every render's context)."""
 
     def __init__(self, store: TemplateStore) -> None:
         self.store = store
-        self.compiled: dict[str, jinja2.Template] = {}
+        self.compiled: dict[str, tuple[jinja2.Template, dict[str, Any]]] = {}
 
     def get_source(self, environment: jinja2.Environment, template: str) -> tuple[str, str, Any]:
         tenant, _, path = template.partition(_SEP)
@@ -317,8 +319,9 @@ class _Loader(jinja2.BaseLoader):
     def load(self, environment: jinja2.Environment, name: str, globals: Any = None) -> Any:
         found = self.compiled.get(name)
         if found is None:
-            found = self.compiled[name] = super().load(environment, name, globals)
-        return found
+            template = super().load(environment, name, globals)
+            found = self.compiled[name] = (template, dict(template.globals))
+        return found[0]
 
 
 class _Index(dict):
@@ -364,9 +367,6 @@ class TemplateStore:
         self.env.globals["range"] = _limited_range
         self._files: dict[str, Path] | None = None
         self._indexes: dict[str, _Index] = {}
-        #: Compiled templates by loader name, with their globals flattened to one dict: Jinja
-        #: otherwise merges a ChainMap of globals into every render's context.
-        self._ready: dict[str, tuple[jinja2.Template, dict[str, Any]]] = {}
         self._seen: dict[str, dict[str, str]] = {}
 
     def files(self) -> dict[str, Path]:
@@ -382,7 +382,6 @@ class TemplateStore:
             self._indexes.clear()
             self._seen.clear()
             self._loader.compiled.clear()
-            self._ready.clear()
         else:
             self._forget(tenant)
             self._seen.pop(tenant, None)
@@ -391,9 +390,8 @@ class TemplateStore:
 
     def _forget(self, tenant: str) -> None:
         self._indexes.pop(tenant, None)
-        for cache in (self._loader.compiled, self._ready):
-            for name in [n for n in cache if n.startswith(tenant + _SEP)]:
-                del cache[name]
+        for name in [n for n in self._loader.compiled if n.startswith(tenant + _SEP)]:
+            del self._loader.compiled[name]
 
     def _prefix(self, tenant: str) -> str:
         """``tenant`` when it has Redis templates (refreshing them), else "" (directory only)."""
@@ -471,10 +469,11 @@ class TemplateStore:
         return "".join(out)
 
     def _compiled(self, name: str) -> tuple[jinja2.Template, dict[str, Any]]:
-        ready = self._ready.get(name)
+        """The loader's cached template and flat globals (compiled through Jinja first)."""
+        ready = self._loader.compiled.get(name)
         if ready is None:
-            template = self.env.get_template(name)
-            ready = self._ready[name] = (template, dict(template.globals))
+            self.env.get_template(name)  # compiles through the loader, which caches it
+            ready = self._loader.compiled[name]
         return ready
 
     def render(self, note: Mapping[str, Any], channel: str) -> RenderedContent:

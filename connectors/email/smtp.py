@@ -156,18 +156,15 @@ class SmtpConnector(Connector):
                 try:
                     reply = await channel.content(raw)
                 except aiosmtplib.SMTPResponseException as error:
-                    # 421 means the server is closing the channel.
-                    healthy = error.code != 421 and await channel.reset()
-                    raise
+                    raise _Refused(channel, error) from error
                 healthy = True
-            except aiosmtplib.SMTPResponseException as error:
-                raise self._translate(error) from error
-            except (aiosmtplib.SMTPException, OSError, TimeoutError, ValueError) as error:
-                raise self._translate(error) from error
             except _Refused as refused:
                 channel = refused.channel
+                # 421 means the server is closing the channel; otherwise RSET for reuse.
                 healthy = refused.error.code != 421 and await channel.reset()
                 raise self._translate(refused.error) from refused.error
+            except (aiosmtplib.SMTPException, OSError, TimeoutError, ValueError) as error:
+                raise self._translate(error) from error
             finally:
                 if channel is not None:
                     if healthy and channel.is_open and not self._closed:
@@ -245,28 +242,31 @@ class SmtpConnector(Connector):
         if channel is not None and not reused:
             channel.close()  # seen closed while idle: a fresh connection up front
         if channel is None or not reused:
-            channel = await self._connect()
+            return await self._try_envelope(await self._connect(), recipient, size, utf8)
         try:
             await channel.envelope(self._sender_bytes, recipient, size, utf8)
             return channel
-        except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPSenderRefused) as error:
-            stale = isinstance(error, aiosmtplib.SMTPServerDisconnected) or (
+        except aiosmtplib.SMTPServerDisconnected:
+            pass  # stale: closed by the server while pooled
+        except aiosmtplib.SMTPResponseException as error:
+            stale = isinstance(error, aiosmtplib.SMTPSenderRefused) and (
                 error.code in self.STALE_CODES
             )
-            if not (reused and stale):
-                if isinstance(error, aiosmtplib.SMTPResponseException):
-                    raise _Refused(channel, error) from error
-                channel.close()
-                raise
-        except aiosmtplib.SMTPResponseException as error:
-            raise _Refused(channel, error) from error
+            if not stale:
+                raise _Refused(channel, error) from error
         except BaseException:
             channel.close()
             raise
         log.debug("smtp: pooled connection to %s went stale, reconnecting", self.host)
         self.stale_reconnects += 1
         channel.close()
-        channel = await self._connect()
+        return await self._try_envelope(await self._connect(), recipient, size, utf8)
+
+    async def _try_envelope(
+        self, channel: Channel, recipient: str, size: int, utf8: bool
+    ) -> Channel:
+        """The envelope on a new connection: a refusal comes back as ``_Refused``; any other
+        failure closes the connection."""
         try:
             await channel.envelope(self._sender_bytes, recipient, size, utf8)
         except aiosmtplib.SMTPResponseException as error:

@@ -59,17 +59,15 @@ class Channel(asyncio.Protocol):
             if data.code == 354 and (mail.code != 250 or rcpt.code not in (250, 251)):
                 # The server would take a message it has no envelope for: never send one.
                 self.close()
+            _check_mail(mail, sender)
+            _check_rcpt(rcpt, recipient)
         else:
             self.write(commands[0])
-            mail = await self.reply()
-            _check_mail(mail, sender)
+            _check_mail(await self.reply(), sender)
             self.write(commands[1])
-            rcpt = await self.reply()
-            _check_rcpt(rcpt, recipient)
+            _check_rcpt(await self.reply(), recipient)
             self.write(b"DATA\r\n")
             data = await self.reply()
-        _check_mail(mail, sender)
-        _check_rcpt(rcpt, recipient)
         if data.code != 354:
             raise aiosmtplib.SMTPDataError(data.code, data.message)
 

@@ -59,6 +59,19 @@ def redis_url(monkeypatch):
 
 
 @pytest.mark.e2e
+def emails(prefix: str, user: str, category: str, count: int) -> list[tuple[bytes, bytes]]:
+    """``count`` distinct emails ``{prefix}0..`` for ``user`` in ``category``."""
+    return [
+        request(
+            f"{prefix}{i}",
+            user,
+            category=category,
+            content={"email": {"subject": "s", "body": f"{prefix} {i}"}},
+        )
+        for i in range(count)
+    ]
+
+
 def test_per_user_decisions_through_the_engine(engine_env, smtp, redis_url, monkeypatch):
     monkeypatch.setenv("NOTIFLOW_RATE_LIMITS", orjson.dumps(LIMITS).decode())
     settings = Settings()
@@ -87,25 +100,9 @@ def test_per_user_decisions_through_the_engine(engine_env, smtp, redis_url, monk
                 ),
             ),
             # caps: 5 'capped' emails for one user -> 3 sent, 2 rate_limited
-            *[
-                request(
-                    f"cap{i}",
-                    "u-cap",
-                    category="capped",
-                    content={"email": {"subject": "s", "body": f"cap {i}"}},
-                )
-                for i in range(5)
-            ],
+            *emails("cap", "u-cap", "capped", 5),
             # defer: 2 'deferred' emails, cap 1 per 3 s -> second deferred then sent
-            *[
-                request(
-                    f"def{i}",
-                    "u-defer",
-                    category="deferred",
-                    content={"email": {"subject": "s", "body": f"def {i}"}},
-                )
-                for i in range(2)
-            ],
+            *emails("def", "u-defer", "deferred", 2),
             # schedule: sent 3 s from now; expiry: scheduled past its ttl
             request("sched", "u-sched", send_at=iso(now + timedelta(seconds=3))),
             request("stale", "u-stale", send_at=iso(now + timedelta(seconds=2)), ttl_s=1),
